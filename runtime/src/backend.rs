@@ -1,0 +1,563 @@
+//! Async backends: the [`AsyncBackend`] trait of seed 002, the [`Delivery`] it carries, and
+//! the default in-process [`WorkerPool`].
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use crate::envelope::Envelope;
+use crate::error::{Error, HandlerError, Result};
+use crate::event::EventData;
+use crate::event_type::EventType;
+use crate::handler::{Dependencies, Handler, HandlerContext, HandlerMode, RetryPolicy};
+
+/// An event as the async path shares it: one allocation per emit, shared by every async
+/// delivery, with its CloudEvents JSON serialized at most once, on first demand.
+pub(crate) struct SharedEvent<T: ?Sized = dyn EventData> {
+    cloudevent: OnceLock<std::result::Result<Arc<[u8]>, String>>,
+    pub(crate) env: Envelope<T>,
+}
+
+impl<T: EventData> SharedEvent<T> {
+    pub(crate) fn new(env: Envelope<T>) -> Arc<SharedEvent> {
+        Arc::new(SharedEvent { cloudevent: OnceLock::new(), env })
+    }
+}
+
+impl SharedEvent {
+    fn cloudevent(&self) -> Result<Arc<[u8]>> {
+        self.cloudevent
+            .get_or_init(|| serde_json::to_vec(&self.env).map(Arc::from).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(|message| {
+                Error::CloudEvent(format!("cannot serialize event `{}`: {message}", self.env.event_type))
+            })
+    }
+}
+
+/// The hook called for every async delivery that failed its last attempt.
+pub(crate) type FailureHook = Arc<dyn Fn(&DeliveryFailure) + Send + Sync>;
+
+/// What the bus hands every delivery: dependencies, retries, where failures go.
+pub(crate) struct DeliveryEnv {
+    pub(crate) deps: Arc<Dependencies>,
+    pub(crate) default_retry: RetryPolicy,
+    pub(crate) on_failure: Option<FailureHook>,
+    pub(crate) track_cause: bool,
+    pub(crate) stats: Arc<Stats>,
+}
+
+/// Counters of the async path, read with [`crate::EventBus::stats`].
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) succeeded: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) panicked: AtomicU64,
+}
+
+/// One event to be handled by one async handler.
+///
+/// A backend either runs it in process ([`Delivery::execute`], what the [`WorkerPool`]
+/// does) or ships [`Delivery::cloudevent_json`] to a broker whose consumer runs the handler
+/// named [`Delivery::handler_name`].
+#[derive(Clone)]
+pub struct Delivery {
+    pub(crate) event: Arc<SharedEvent>,
+    pub(crate) handler: Handler,
+    pub(crate) env: Arc<DeliveryEnv>,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("event_id", &self.event.env.id)
+            .field("event_type", &self.event.env.event_type)
+            .field("handler", &self.handler.name())
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// The event's id.
+    pub fn event_id(&self) -> Uuid {
+        self.event.env.id
+    }
+
+    /// The event's type.
+    pub fn event_type(&self) -> &EventType {
+        &self.event.env.event_type
+    }
+
+    /// The event, as middleware and handlers see it.
+    pub fn envelope(&self) -> &Envelope<dyn EventData> {
+        &self.event.env
+    }
+
+    /// The handler this delivery is for.
+    pub fn handler_name(&self) -> &str {
+        self.handler.name()
+    }
+
+    /// The handler this delivery is for.
+    pub fn handler(&self) -> &Handler {
+        &self.handler
+    }
+
+    /// The stable delivery id (UUIDv5 of event id and handler name).
+    pub fn delivery_id(&self) -> Uuid {
+        self.event.env.delivery_id(self.handler.name())
+    }
+
+    /// The event as a CloudEvents 1.0 structured JSON document. Serialized once per emit
+    /// and shared by every delivery of that emit.
+    pub fn cloudevent_json(&self) -> Result<Arc<[u8]>> {
+        self.event.cloudevent()
+    }
+
+    /// Runs one attempt of the handler: with its timeout, a panic caught and reported as
+    /// [`HandlerError::Panicked`].
+    pub async fn execute(&self, attempt: u32) -> std::result::Result<(), HandlerError> {
+        let ctx = HandlerContext {
+            event_id: self.event.env.id,
+            handler: self.handler.inner.name.clone(),
+            attempt,
+            mode: HandlerMode::Async,
+            replay: self.event.env.metadata.replay,
+            deps: Arc::clone(&self.env.deps),
+        };
+        let run = self.handler.invoke(&self.event.env, &ctx);
+        if self.env.track_cause { crate::bus::with_cause(&self.event.env, run).await } else { run.await }
+    }
+
+    /// Runs the handler with its retry policy (the handler's own, else the bus default) and
+    /// reports a final failure to the bus's failure hook and to `tracing`.
+    pub async fn run_to_completion(&self) -> std::result::Result<(), HandlerError> {
+        // Retry state is made on the first failure: a delivery that succeeds pays nothing.
+        let mut delays: Option<Box<dyn Iterator<Item = Duration> + Send>> = None;
+        let mut first_failure = None;
+        let mut attempt = 1;
+        loop {
+            match self.execute(attempt).await {
+                Ok(()) => {
+                    self.env.stats.succeeded.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(error) => {
+                    if matches!(error, HandlerError::Panicked(_)) {
+                        self.env.stats.panicked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let first_failure = *first_failure.get_or_insert_with(Utc::now);
+                    let delays = delays
+                        .get_or_insert_with(|| self.handler.retry_policy().unwrap_or(&self.env.default_retry).delays());
+                    let next = if error.is_retryable() { delays.next() } else { None };
+                    match next {
+                        Some(delay) => {
+                            self.env.stats.retried.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                target: "better_auth_events",
+                                event_id = %self.event_id(),
+                                handler = %self.handler_name(),
+                                attempt,
+                                ?delay,
+                                "async handler failed, retrying: {error}"
+                            );
+                            tokio::time::sleep(delay).await;
+                            attempt += 1;
+                        }
+                        None => {
+                            self.env.stats.failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(
+                                target: "better_auth_events",
+                                event_id = %self.event_id(),
+                                event_type = %self.event_type(),
+                                handler = %self.handler_name(),
+                                attempts = attempt,
+                                "async handler failed for good: {error}"
+                            );
+                            if let Some(hook) = &self.env.on_failure {
+                                hook(&DeliveryFailure {
+                                    event_id: self.event_id(),
+                                    event_type: self.event_type().clone(),
+                                    handler: self.handler.inner.name.clone(),
+                                    attempts: attempt,
+                                    first_failure,
+                                    last_failure: Utc::now(),
+                                    error: &error,
+                                    event: self.envelope(),
+                                });
+                            }
+                            return Err(error);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn describe(&self) -> UnfinishedDelivery {
+        UnfinishedDelivery {
+            event_id: self.event_id(),
+            event_type: self.event_type().clone(),
+            handler: self.handler.inner.name.clone(),
+        }
+    }
+}
+
+/// An async delivery that failed every attempt, as the failure hook sees it (the seam the
+/// dead-letter queue plugs into).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct DeliveryFailure<'a> {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// The event's type.
+    pub event_type: EventType,
+    /// The handler that failed.
+    pub handler: Cow<'static, str>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the first attempt failed.
+    pub first_failure: DateTime<Utc>,
+    /// When the last attempt failed.
+    pub last_failure: DateTime<Utc>,
+    /// The last error.
+    pub error: &'a HandlerError,
+    /// The event.
+    pub event: &'a Envelope<dyn EventData>,
+}
+
+/// A delivery a shutdown could not finish before its deadline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnfinishedDelivery {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// The event's type.
+    pub event_type: EventType,
+    /// The handler it was for.
+    pub handler: Cow<'static, str>,
+}
+
+/// What a shutdown finished and what it could not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Deliveries that ran to completion (success or final failure) during the drain.
+    pub drained: u64,
+    /// Deliveries still queued or running when the deadline passed.
+    pub unfinished: Vec<UnfinishedDelivery>,
+}
+
+impl ShutdownReport {
+    /// Whether everything in flight finished.
+    pub fn is_complete(&self) -> bool {
+        self.unfinished.is_empty()
+    }
+}
+
+/// Where async handlers go: the in-process [`WorkerPool`] by default, or a broker.
+///
+/// The trait of seed 002 (`Publish`, `Close`, `Name`). A backend that ships deliveries to
+/// an external queue serializes them with [`Delivery::cloudevent_json`] and names the
+/// handler with [`Delivery::handler_name`]; the consumer side runs the handler.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use better_auth_events_runtime::{async_trait, AsyncBackend, Delivery, EventType, Result, ShutdownReport};
+///
+/// /// Records what would be published (the seed's MockBackend).
+/// #[derive(Default)]
+/// struct MockBackend { published: Mutex<Vec<EventType>> }
+///
+/// #[async_trait]
+/// impl AsyncBackend for MockBackend {
+///     async fn publish(&self, delivery: Delivery) -> Result<()> {
+///         self.published.lock().unwrap().push(delivery.event_type().clone());
+///         Ok(())
+///     }
+///     async fn close(&self, _deadline: std::time::Duration) -> Result<ShutdownReport> {
+///         Ok(ShutdownReport::default())
+///     }
+///     fn name(&self) -> &str { "mock" }
+/// }
+/// ```
+#[async_trait]
+pub trait AsyncBackend: Send + Sync + 'static {
+    /// Takes one delivery. Returns once the backend has it (queued, or acknowledged by the
+    /// broker); the handler's own outcome never comes back here.
+    async fn publish(&self, delivery: Delivery) -> Result<()>;
+
+    /// Takes every async delivery of one emit. Backends that can should take all or none
+    /// (the worker pool reserves queue room for all first); the default publishes in turn.
+    async fn publish_all(&self, deliveries: Vec<Delivery>) -> Result<()> {
+        for d in deliveries {
+            self.publish(d).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops taking deliveries and finishes what it holds within `deadline`.
+    async fn close(&self, deadline: Duration) -> Result<ShutdownReport>;
+
+    /// The backend's name, for logs and errors.
+    fn name(&self) -> &str;
+}
+
+/// What to do when the worker pool's queue is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackpressurePolicy {
+    /// Wait for room (the emitter slows down to the workers' pace).
+    #[default]
+    Wait,
+    /// Wait at most this long, then fail with [`Error::Backpressure`].
+    WaitFor(Duration),
+    /// Fail at once with [`Error::Backpressure`].
+    FailFast,
+}
+
+/// Configuration of the [`WorkerPool`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerPoolConfig {
+    /// Concurrent workers (default 10).
+    pub workers: usize,
+    /// Deliveries queued beyond those running (default 1000).
+    pub queue_size: usize,
+    /// What a full queue does to the emitter (default: wait).
+    pub backpressure: BackpressurePolicy,
+}
+
+impl Default for WorkerPoolConfig {
+    fn default() -> Self {
+        Self { workers: 10, queue_size: 1000, backpressure: BackpressurePolicy::Wait }
+    }
+}
+
+struct Running {
+    tx: async_channel::Sender<Delivery>,
+    rx: async_channel::Receiver<Delivery>,
+    workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// The default async backend: a bounded queue served by a fixed number of tokio tasks.
+///
+/// In process and memory only: deliveries still queued when the process dies are lost
+/// (at-most-once across a crash). Workers start on the first publish, inside the tokio
+/// runtime that publishes. A panicking handler is caught and reported; the worker lives on.
+pub struct WorkerPool {
+    config: WorkerPoolConfig,
+    room: Arc<Semaphore>,
+    running: OnceLock<Running>,
+    closed: AtomicBool,
+    drained: Arc<AtomicU64>,
+    interrupted: Arc<Mutex<Vec<UnfinishedDelivery>>>,
+}
+
+impl fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerPool").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Default for WorkerPool {
+    fn default() -> Self {
+        Self::with_config(WorkerPoolConfig::default())
+    }
+}
+
+/// Puts a delivery in the interrupted list if the worker is dropped while running it.
+struct InFlight<'a> {
+    job: Option<Delivery>,
+    sink: &'a Mutex<Vec<UnfinishedDelivery>>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(job) = self.job.take()
+            && let Ok(mut sink) = self.sink.lock()
+        {
+            sink.push(job.describe());
+        }
+    }
+}
+
+impl WorkerPool {
+    /// A pool with `workers` workers and a queue of `queue_size` (the seed's
+    /// `NewDefaultAsyncBackend(20, 5000)`), waiting when the queue is full.
+    pub fn new(workers: usize, queue_size: usize) -> Self {
+        Self::with_config(WorkerPoolConfig { workers, queue_size, ..WorkerPoolConfig::default() })
+    }
+
+    /// A pool with a full configuration.
+    pub fn with_config(config: WorkerPoolConfig) -> Self {
+        let config =
+            WorkerPoolConfig { workers: config.workers.max(1), queue_size: config.queue_size.max(1), ..config };
+        Self {
+            config,
+            room: Arc::new(Semaphore::new(config.queue_size)),
+            running: OnceLock::new(),
+            closed: AtomicBool::new(false),
+            drained: Arc::new(AtomicU64::new(0)),
+            interrupted: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// The pool's configuration.
+    pub fn config(&self) -> WorkerPoolConfig {
+        self.config
+    }
+
+    /// Deliveries waiting in the queue (not counting those running).
+    pub fn queued(&self) -> usize {
+        self.running.get().map(|r| r.rx.len()).unwrap_or(0)
+    }
+
+    fn running(&self) -> Result<&Running> {
+        if let Some(r) = self.running.get() {
+            return Ok(r);
+        }
+        let handle = tokio::runtime::Handle::try_current().map_err(|e| {
+            Error::backend("worker-pool", format!("async handlers need a tokio runtime to run on: {e}"))
+        })?;
+        Ok(self.running.get_or_init(|| {
+            let (tx, rx) = async_channel::unbounded::<Delivery>();
+            let workers = (0..self.config.workers)
+                .map(|_| {
+                    let rx = rx.clone();
+                    let room = Arc::clone(&self.room);
+                    let drained = Arc::clone(&self.drained);
+                    let interrupted = Arc::clone(&self.interrupted);
+                    handle.spawn(async move {
+                        while let Ok(job) = rx.recv().await {
+                            room.add_permits(1);
+                            let mut guard = InFlight { job: Some(job), sink: &interrupted };
+                            if let Some(job) = &guard.job {
+                                // Failures are reported inside; nothing goes back to the emitter.
+                                let _ = job.run_to_completion().await;
+                            }
+                            guard.job = None;
+                            drained.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            Running { tx, rx, workers: Mutex::new(workers) }
+        }))
+    }
+
+    async fn reserve(&self, n: usize) -> Result<()> {
+        let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+        if n > self.config.queue_size {
+            return Err(Error::Backpressure {
+                backend: "worker-pool".into(),
+                capacity: self.config.queue_size,
+                waited: None,
+            });
+        }
+        let full =
+            |waited| Error::Backpressure { backend: "worker-pool".into(), capacity: self.config.queue_size, waited };
+        let permit = match self.config.backpressure {
+            BackpressurePolicy::FailFast => self.room.try_acquire_many(n32).map_err(|_| full(None))?,
+            BackpressurePolicy::Wait => self.room.acquire_many(n32).await.map_err(|_| Error::Closed)?,
+            BackpressurePolicy::WaitFor(limit) => match self.room.try_acquire_many(n32) {
+                Ok(p) => p,
+                Err(_) => tokio::time::timeout(limit, self.room.acquire_many(n32))
+                    .await
+                    .map_err(|_| full(Some(limit)))?
+                    .map_err(|_| Error::Closed)?,
+            },
+        };
+        // Workers give the room back one delivery at a time as they take them.
+        permit.forget();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AsyncBackend for WorkerPool {
+    async fn publish(&self, delivery: Delivery) -> Result<()> {
+        self.publish_all(vec![delivery]).await
+    }
+
+    async fn publish_all(&self, deliveries: Vec<Delivery>) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let running = self.running()?;
+        self.reserve(deliveries.len()).await?;
+        for d in deliveries {
+            if running.tx.try_send(d).is_err() {
+                return Err(Error::Closed);
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&self, deadline: Duration) -> Result<ShutdownReport> {
+        self.closed.store(true, Ordering::Release);
+        // Wake emitters waiting for room: they get `Closed`.
+        self.room.close();
+        let Some(running) = self.running.get() else {
+            return Ok(ShutdownReport::default());
+        };
+        let before = self.drained.load(Ordering::Relaxed);
+        running.tx.close();
+        let workers: Vec<_> = running.workers.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default();
+        let started = Instant::now();
+        let mut unfinished = Vec::new();
+        let mut handles = workers;
+        let joined = tokio::time::timeout(deadline, futures::future::join_all(handles.iter_mut())).await;
+        if joined.is_err() {
+            for h in &handles {
+                h.abort();
+            }
+            for h in handles {
+                let _ = h.await;
+            }
+            // What never left the queue…
+            while let Ok(d) = running.rx.try_recv() {
+                unfinished.push(d.describe());
+            }
+            // …and what was running when the workers stopped.
+            if let Ok(mut interrupted) = self.interrupted.lock() {
+                unfinished.append(&mut interrupted);
+            }
+            tracing::warn!(
+                target: "better_auth_events",
+                unfinished = unfinished.len(),
+                waited = ?started.elapsed(),
+                "worker pool shut down before finishing every delivery"
+            );
+        }
+        Ok(ShutdownReport { drained: self.drained.load(Ordering::Relaxed) - before, unfinished })
+    }
+
+    fn name(&self) -> &str {
+        "worker-pool"
+    }
+}
+
+/// A shared backend is a backend: keep an `Arc` to inspect it while the bus uses it.
+#[async_trait]
+impl<B: AsyncBackend + ?Sized> AsyncBackend for Arc<B> {
+    async fn publish(&self, delivery: Delivery) -> Result<()> {
+        (**self).publish(delivery).await
+    }
+
+    async fn publish_all(&self, deliveries: Vec<Delivery>) -> Result<()> {
+        (**self).publish_all(deliveries).await
+    }
+
+    async fn close(&self, deadline: Duration) -> Result<ShutdownReport> {
+        (**self).close(deadline).await
+    }
+
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+}

@@ -1,0 +1,996 @@
+//! The [`EventBus`] and its [`EventBusBuilder`].
+
+use std::any::TypeId;
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
+use uuid::Uuid;
+
+use crate::backend::{
+    AsyncBackend, BackpressurePolicy, Delivery, DeliveryEnv, DeliveryFailure, FailureHook, SharedEvent, ShutdownReport,
+    Stats, WorkerPool, WorkerPoolConfig,
+};
+use crate::envelope::{DEFAULT_SOURCE, Envelope, Event};
+use crate::error::{Error, Result};
+use crate::event::{EventData, TypedEvent};
+use crate::event_type::EventType;
+use crate::handler::{
+    Dependencies, DynHandlerFn, Handler, HandlerContext, HandlerMode, HandlerOptions, RetryPolicy, TypedHandlerFn,
+};
+use crate::middleware::{EventMiddleware, Flow};
+use crate::schema::SchemaRegistry;
+use crate::store::EventStore;
+
+/// Anything `emit` accepts: a typed event, an `Envelope<T>`, or a dynamic [`Event`].
+pub trait IntoEnvelope {
+    /// The payload type.
+    type Data: EventData;
+
+    /// The event in its envelope.
+    fn into_envelope(self) -> Envelope<Self::Data>;
+}
+
+impl<T: TypedEvent> IntoEnvelope for T {
+    type Data = T;
+
+    fn into_envelope(self) -> Envelope<T> {
+        Envelope::of(self)
+    }
+}
+
+impl<T: EventData> IntoEnvelope for Envelope<T> {
+    type Data = T;
+
+    fn into_envelope(self) -> Envelope<T> {
+        self
+    }
+}
+
+/// The event being handled when an emit happens inside a handler; read by
+/// [`crate::CorrelationMiddleware`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cause {
+    /// Id of the event being handled.
+    pub event_id: Uuid,
+    /// Its correlation id.
+    pub correlation_id: Option<String>,
+}
+
+tokio::task_local! {
+    static CAUSE: Cause;
+}
+
+/// The event whose handler is running on this task, if the bus records it (some
+/// middleware's [`EventMiddleware::needs_cause`] is true).
+pub fn current_cause() -> Option<Cause> {
+    CAUSE.try_with(Clone::clone).ok()
+}
+
+pub(crate) async fn with_cause<F: Future>(env: &Envelope<dyn EventData>, f: F) -> F::Output {
+    CAUSE.scope(Cause { event_id: env.id, correlation_id: env.metadata.correlation_id.clone() }, f).await
+}
+
+/// What happened to an emitted event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EmitStatus {
+    /// Handlers ran (sync) or were handed to the backend (async).
+    Emitted,
+    /// A middleware dropped the event: no handler ran, nothing was stored.
+    Dropped {
+        /// The middleware.
+        middleware: String,
+        /// Its reason.
+        reason: String,
+    },
+}
+
+/// The outcome of one `emit`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EmitReceipt {
+    /// The event's id.
+    pub id: Uuid,
+    /// The event's type (after middleware).
+    pub event_type: EventType,
+    /// Emitted or dropped.
+    pub status: EmitStatus,
+    /// Handlers that ran inline, successfully.
+    pub handlers_run: usize,
+    /// Deliveries handed to the async backend.
+    pub async_deliveries: usize,
+    /// Position in the store, when the bus has one.
+    pub position: Option<u64>,
+}
+
+impl EmitReceipt {
+    /// Whether a middleware dropped the event.
+    pub fn is_dropped(&self) -> bool {
+        matches!(self.status, EmitStatus::Dropped { .. })
+    }
+}
+
+/// Counters of a bus's async deliveries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BusStats {
+    /// Deliveries whose handler succeeded.
+    pub succeeded: u64,
+    /// Deliveries that failed every attempt.
+    pub failed: u64,
+    /// Retries made.
+    pub retried: u64,
+    /// Attempts that panicked (caught).
+    pub panicked: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Route {
+    /// Sync handlers in run order: priority (high first), then registration order.
+    pub(crate) sync: Vec<Handler>,
+    /// Async handlers in the same order.
+    pub(crate) asynchronous: Vec<Handler>,
+}
+
+#[derive(Default, Clone)]
+struct RouteTable {
+    /// Handlers in registration order.
+    handlers: Vec<Handler>,
+    routes: FxHashMap<Box<str>, Arc<Route>>,
+}
+
+impl RouteTable {
+    fn rebuild(handlers: Vec<Handler>) -> Self {
+        let mut grouped: FxHashMap<Box<str>, Route> = FxHashMap::default();
+        for h in &handlers {
+            let route = grouped.entry(h.event_name().into()).or_default();
+            match h.mode() {
+                HandlerMode::Sync => route.sync.push(h.clone()),
+                HandlerMode::Async => route.asynchronous.push(h.clone()),
+            }
+        }
+        for route in grouped.values_mut() {
+            // Stable: equal priorities keep registration order.
+            route.sync.sort_by_key(|h| std::cmp::Reverse(h.priority()));
+            route.asynchronous.sort_by_key(|h| std::cmp::Reverse(h.priority()));
+        }
+        Self { handlers, routes: grouped.into_iter().map(|(k, v)| (k, Arc::new(v))).collect() }
+    }
+}
+
+/// Configuration of how `emit_batch` writes to the store (the seed's batching settings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Whether `emit_batch` appends its events to the store in batches (on) or one by one.
+    pub enabled: bool,
+    /// Most events per store transaction; a larger `emit_batch` is split.
+    pub batch_size: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self { enabled: true, batch_size: 500 }
+    }
+}
+
+struct BusInner {
+    routes: ArcSwap<RouteTable>,
+    register_lock: std::sync::Mutex<()>,
+    middleware: Vec<Arc<dyn EventMiddleware>>,
+    store: Option<Arc<dyn EventStore>>,
+    backend: Arc<dyn AsyncBackend>,
+    delivery_env: Arc<DeliveryEnv>,
+    source: Option<Cow<'static, str>>,
+    max_handlers_per_event: usize,
+    batch: BatchConfig,
+    validation: Validation,
+    registry: Arc<SchemaRegistry>,
+    closed: AtomicBool,
+}
+
+/// The event bus: middleware, then sync handlers inline, then the store, then async
+/// handlers on the backend.
+///
+/// Cheap to clone (an `Arc`); every clone is the same bus.
+///
+/// # Order of work in `emit`
+///
+/// 1. A dynamic event whose name belongs to a `#[derive(Event)]` type must read as that
+///    type ([`Error::Validation`] otherwise).
+/// 2. Middleware, in the order added. One may change the event, drop it
+///    ([`EmitStatus::Dropped`]) or reject it (its error).
+/// 3. Sync handlers, inline, by priority (higher first) then registration order. The first
+///    error stops the emit and is returned ([`Error::Handler`]): a "before" hook vetoes.
+/// 4. The store, if any: `emit` returns only once the event is stored.
+/// 5. Async handlers: handed to the async backend, all or none; their failures are retried
+///    and reported to the failure hook, never to the emitter.
+#[derive(Clone)]
+pub struct EventBus {
+    inner: Arc<BusInner>,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("handlers", &self.inner.routes.load().handlers.len())
+            .field("middleware", &self.inner.middleware.len())
+            .field("store", &self.inner.store.as_ref().map(|s| s.name().to_owned()))
+            .field("backend", &self.inner.backend.name())
+            .finish()
+    }
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+enum Phase {
+    /// Sync handlers inline, async ones on the backend.
+    Emit,
+    /// Every handler inline.
+    AllInline,
+}
+
+impl EventBus {
+    /// A bus with no handlers, no store and the default worker pool (10 workers, queue
+    /// of 1000). Register handlers with [`EventBus::on`] and [`EventBus::subscribe`].
+    pub fn new() -> Self {
+        Self::with_backend(WorkerPool::default())
+    }
+
+    /// A bus whose async handlers go to `backend` (the seed's `NewEventBusWithBackend`).
+    pub fn with_backend(backend: impl AsyncBackend) -> Self {
+        let stats = Arc::new(Stats::default());
+        Self {
+            inner: Arc::new(BusInner {
+                routes: ArcSwap::from_pointee(RouteTable::default()),
+                register_lock: std::sync::Mutex::new(()),
+                middleware: Vec::new(),
+                store: None,
+                backend: Arc::new(backend),
+                delivery_env: Arc::new(DeliveryEnv {
+                    deps: Arc::new(Dependencies::default()),
+                    default_retry: RetryPolicy::default(),
+                    on_failure: None,
+                    track_cause: false,
+                    stats,
+                }),
+                source: None,
+                max_handlers_per_event: 100,
+                batch: BatchConfig::default(),
+                validation: Validation::default(),
+                registry: default_registry(),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// A builder for a configured bus.
+    pub fn builder() -> EventBusBuilder {
+        EventBusBuilder::default()
+    }
+
+    /// The async backend's name.
+    pub fn backend_name(&self) -> &str {
+        self.inner.backend.name()
+    }
+
+    /// Every handler registered, in registration order.
+    pub fn handlers(&self) -> Vec<Handler> {
+        self.inner.routes.load().handlers.clone()
+    }
+
+    /// The dependency of type `T` registered with [`EventBusBuilder::dependency`].
+    pub fn dependency<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.inner.delivery_env.deps.get::<T>()
+    }
+
+    /// Counters of async deliveries.
+    pub fn stats(&self) -> BusStats {
+        let s = &self.inner.delivery_env.stats;
+        BusStats {
+            succeeded: s.succeeded.load(Ordering::Relaxed),
+            failed: s.failed.load(Ordering::Relaxed),
+            retried: s.retried.load(Ordering::Relaxed),
+            panicked: s.panicked.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Registers a handler. Fails on a duplicate name, a missing dependency, or more than
+    /// `max_handlers_per_event` handlers for one event.
+    pub fn register(&self, handler: Handler) -> Result<()> {
+        let _guard = self.inner.register_lock.lock().map_err(|_| Error::Config("handler registry poisoned".into()))?;
+        let current = self.inner.routes.load();
+        let mut handlers = current.handlers.clone();
+        check_new_handler(&handlers, &handler, &self.inner.delivery_env.deps, self.inner.max_handlers_per_event)?;
+        handlers.push(handler);
+        self.inner.routes.store(Arc::new(RouteTable::rebuild(handlers)));
+        Ok(())
+    }
+
+    /// Removes the handler named `name`; returns whether there was one.
+    pub fn unregister(&self, name: &str) -> bool {
+        let Ok(_guard) = self.inner.register_lock.lock() else { return false };
+        let current = self.inner.routes.load();
+        let handlers: Vec<Handler> = current.handlers.iter().filter(|h| h.name() != name).cloned().collect();
+        let removed = handlers.len() != current.handlers.len();
+        if removed {
+            self.inner.routes.store(Arc::new(RouteTable::rebuild(handlers)));
+        }
+        removed
+    }
+
+    /// Registers a sync handler of the events named `event_type`, as in the seed:
+    ///
+    /// ```
+    /// # use better_auth_events_runtime::{EventBus, Event, HandlerError};
+    /// # async fn run() -> Result<(), better_auth_events_runtime::Error> {
+    /// let bus = EventBus::new();
+    /// bus.on("user.created", async |event: &Event| {
+    ///     println!("User created: {:?}", event.data);
+    ///     Ok::<(), HandlerError>(())
+    /// }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn on<F: for<'a> DynHandlerFn<'a>>(&self, event_type: impl Into<EventType>, f: F) -> Result<()> {
+        self.register(Handler::dynamic(event_type, HandlerOptions::new(), f))
+    }
+
+    /// [`EventBus::on`] with options (name, async mode, priority, timeout, retry).
+    pub async fn on_with<F: for<'a> DynHandlerFn<'a>>(
+        &self,
+        event_type: impl Into<EventType>,
+        options: HandlerOptions,
+        f: F,
+    ) -> Result<()> {
+        self.register(Handler::dynamic(event_type, options, f))
+    }
+
+    /// Registers a sync handler of the typed event `T`:
+    /// `bus.subscribe(async |e: &Envelope<UserCreated>| { .. })`.
+    pub async fn subscribe<T: TypedEvent, F: for<'a> TypedHandlerFn<'a, T>>(&self, f: F) -> Result<()> {
+        self.register(Handler::typed::<T, F>(HandlerOptions::new(), f))
+    }
+
+    /// [`EventBus::subscribe`] with options.
+    pub async fn subscribe_with<T: TypedEvent, F: for<'a> TypedHandlerFn<'a, T>>(
+        &self,
+        options: HandlerOptions,
+        f: F,
+    ) -> Result<()> {
+        self.register(Handler::typed::<T, F>(options, f))
+    }
+
+    /// Emits an event: a typed event, an `Envelope<T>` or a dynamic [`Event`].
+    /// See the type's documentation for the order of work.
+    pub async fn emit<E: IntoEnvelope>(&self, event: E) -> Result<EmitReceipt> {
+        self.dispatch(event.into_envelope(), Phase::Emit).await
+    }
+
+    /// Emits an event running every handler inline, async ones included, and returns the
+    /// first error of any (seed 002's `EmitSync`).
+    pub async fn emit_sync<E: IntoEnvelope>(&self, event: E) -> Result<EmitReceipt> {
+        self.dispatch(event.into_envelope(), Phase::AllInline).await
+    }
+
+    /// Emits several events of one type. Each goes through validation, middleware and
+    /// sync handlers in turn; the first error stops the batch before anything is stored.
+    /// The survivors are then appended to the store in transactions of at most
+    /// `batch_size` events (one by one when batching is off), then their async
+    /// deliveries are handed to the backend.
+    pub async fn emit_batch<E: IntoEnvelope>(&self, events: impl IntoIterator<Item = E>) -> Result<Vec<EmitReceipt>> {
+        let mut prepared = Vec::new();
+        let mut receipts = Vec::new();
+        for event in events {
+            let mut env = event.into_envelope();
+            match self.run_inline(&mut env, Phase::Emit).await? {
+                Prepared::Dropped(receipt) => receipts.push(receipt),
+                Prepared::Ready { receipt, route } => {
+                    receipts.push(receipt);
+                    prepared.push((env, receipts.len() - 1, route));
+                }
+            }
+        }
+        if let Some(store) = &self.inner.store {
+            let chunk = if self.inner.batch.enabled { self.inner.batch.batch_size.max(1) } else { 1 };
+            for group in prepared.chunks(chunk) {
+                let refs: Vec<&Envelope<dyn EventData>> =
+                    group.iter().map(|(env, _, _)| env as &Envelope<dyn EventData>).collect();
+                let outcomes = store.append_batch(&refs).await?;
+                for ((_, index, _), outcome) in group.iter().zip(outcomes) {
+                    receipts[*index].position = Some(outcome.position());
+                }
+            }
+        }
+        for (env, index, route) in prepared {
+            receipts[index].async_deliveries = self.publish_async(env, route.as_deref()).await?;
+        }
+        Ok(receipts)
+    }
+
+    /// Stops the bus: later emits fail with [`Error::Closed`]; async deliveries in flight
+    /// get until `deadline` to finish; the report lists those that did not.
+    pub async fn shutdown(&self, deadline: Duration) -> Result<ShutdownReport> {
+        self.inner.closed.store(true, Ordering::Release);
+        (*self.inner.backend).close(deadline).await
+    }
+
+    /// Whether [`EventBus::shutdown`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    async fn dispatch<T: EventData>(&self, mut env: Envelope<T>, phase: Phase) -> Result<EmitReceipt> {
+        match self.run_inline(&mut env, phase).await? {
+            Prepared::Dropped(receipt) => Ok(receipt),
+            Prepared::Ready { mut receipt, route } => {
+                if let Some(store) = &self.inner.store {
+                    receipt.position = Some(store.append(&env).await?.position());
+                }
+                receipt.async_deliveries = self.publish_async(env, route.as_deref()).await?;
+                Ok(receipt)
+            }
+        }
+    }
+
+    /// Validation, middleware and inline handlers.
+    async fn run_inline<T: EventData>(&self, env: &mut Envelope<T>, phase: Phase) -> Result<Prepared> {
+        let inner = &*self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if let Some(source) = &inner.source
+            && env.source == DEFAULT_SOURCE
+        {
+            env.source = source.clone();
+        }
+        if TypeId::of::<T>() == TypeId::of::<serde_json::Value>() {
+            validate_dynamic(&inner.registry, inner.validation, env)?;
+        }
+        for mw in &inner.middleware {
+            match mw.process(env).await? {
+                Flow::Continue => {}
+                Flow::Drop(reason) => {
+                    tracing::debug!(target: "better_auth_events", event_id = %env.id, middleware = mw.name(), %reason, "event dropped");
+                    return Ok(Prepared::Dropped(EmitReceipt {
+                        id: env.id,
+                        event_type: env.event_type.clone(),
+                        status: EmitStatus::Dropped { middleware: mw.name().to_owned(), reason },
+                        handlers_run: 0,
+                        async_deliveries: 0,
+                        position: None,
+                    }));
+                }
+            }
+        }
+        let table = inner.routes.load();
+        let route = table.routes.get(env.event_type.as_str()).cloned();
+        let mut handlers_run = 0;
+        if let Some(route) = &route {
+            let extra: &[Handler] = match phase {
+                Phase::Emit => &[],
+                Phase::AllInline => &route.asynchronous,
+            };
+            let event_type = &env.event_type;
+            handlers_run = self
+                .run_handlers(&*env, route.sync.iter().chain(extra), |h, result| {
+                    result.map_err(|source| Error::Handler {
+                        handler: h.inner.name.clone(),
+                        event_type: event_type.to_string(),
+                        source,
+                    })
+                })
+                .await?;
+        }
+        let route = match phase {
+            Phase::Emit => route.filter(|r| !r.asynchronous.is_empty()),
+            Phase::AllInline => None,
+        };
+        let receipt = EmitReceipt {
+            id: env.id,
+            event_type: env.event_type.clone(),
+            status: EmitStatus::Emitted,
+            handlers_run,
+            async_deliveries: 0,
+            position: None,
+        };
+        Ok(Prepared::Ready { receipt, route })
+    }
+
+    /// Runs `handlers` inline on `env`, in order, converting the payload for handlers that
+    /// take another type (once per type). `on_result` sees each outcome; its error stops the
+    /// run and is returned. Returns how many handlers succeeded.
+    pub(crate) async fn run_handlers<'h>(
+        &self,
+        env: &Envelope<dyn EventData>,
+        handlers: impl Iterator<Item = &'h Handler>,
+        mut on_result: impl FnMut(&Handler, std::result::Result<(), crate::HandlerError>) -> Result<()>,
+    ) -> Result<usize> {
+        let mut ctx: Option<HandlerContext> = None;
+        let mut conversions = Conversions::default();
+        let mut succeeded = 0;
+        for h in handlers {
+            let ctx = ctx.get_or_insert_with(|| HandlerContext {
+                event_id: env.id,
+                handler: Cow::Borrowed(""),
+                attempt: 1,
+                mode: HandlerMode::Sync,
+                replay: env.metadata.replay,
+                deps: Arc::clone(&self.inner.delivery_env.deps),
+            });
+            ctx.handler = h.inner.name.clone();
+            ctx.mode = h.mode();
+            let result = if handler_takes(h, env) {
+                self.invoke_inline(h, env, ctx).await
+            } else {
+                match conversions.get(h, env) {
+                    Ok(converted) => self.invoke_inline(h, &converted.env, ctx).await,
+                    Err(e) => Err(e),
+                }
+            };
+            let ok = result.is_ok();
+            on_result(h, result)?;
+            if ok {
+                succeeded += 1;
+            }
+        }
+        Ok(succeeded)
+    }
+
+    /// The handlers registered for `event_type`: sync ones then async ones, each in run order.
+    pub(crate) fn route_for(&self, event_type: &str) -> Option<Arc<Route>> {
+        self.inner.routes.load().routes.get(event_type).cloned()
+    }
+
+    async fn invoke_inline(
+        &self,
+        h: &Handler,
+        env: &Envelope<dyn EventData>,
+        ctx: &HandlerContext,
+    ) -> std::result::Result<(), crate::HandlerError> {
+        if self.inner.delivery_env.track_cause {
+            with_cause(env, h.invoke(env, ctx)).await
+        } else {
+            h.invoke(env, ctx).await
+        }
+    }
+
+    async fn publish_async<T: EventData>(&self, env: Envelope<T>, route: Option<&Route>) -> Result<usize> {
+        let Some(route) = route else { return Ok(0) };
+        let shared: Arc<SharedEvent> = SharedEvent::new(env);
+        let mut conversions = Conversions::default();
+        let mut deliveries = Vec::with_capacity(route.asynchronous.len());
+        for h in &route.asynchronous {
+            let event = if handler_takes(h, &shared.env) {
+                Arc::clone(&shared)
+            } else {
+                conversions.get(h, &shared.env).map_err(|source| Error::Handler {
+                    handler: h.inner.name.clone(),
+                    event_type: shared.env.event_type.to_string(),
+                    source,
+                })?
+            };
+            deliveries.push(Delivery { event, handler: h.clone(), env: Arc::clone(&self.inner.delivery_env) });
+        }
+        let n = deliveries.len();
+        (*self.inner.backend).publish_all(deliveries).await?;
+        Ok(n)
+    }
+}
+
+/// What the inline part of an emit decided; the envelope stays with the caller.
+enum Prepared {
+    Dropped(EmitReceipt),
+    Ready { receipt: EmitReceipt, route: Option<Arc<Route>> },
+}
+
+/// Whether `h` takes the payload type `env` carries as it is.
+fn handler_takes(h: &Handler, env: &Envelope<dyn EventData>) -> bool {
+    match h.inner.payload_type {
+        Some(t) => env.data.as_any().type_id() == t,
+        None => env.data.is_dynamic(),
+    }
+}
+
+/// The other representations of one event that some handlers need, made once per emit.
+#[derive(Default)]
+struct Conversions {
+    dynamic: Option<Event>,
+    typed: Vec<(Option<TypeId>, Arc<SharedEvent>)>,
+}
+
+impl Conversions {
+    fn get(
+        &mut self,
+        h: &Handler,
+        env: &Envelope<dyn EventData>,
+    ) -> std::result::Result<Arc<SharedEvent>, crate::HandlerError> {
+        let want = h.inner.payload_type;
+        if let Some((_, done)) = self.typed.iter().find(|(t, _)| *t == want) {
+            return Ok(Arc::clone(done));
+        }
+        let dynamic = match &mut self.dynamic {
+            Some(d) => &*d,
+            None => {
+                let d = env.to_dynamic().map_err(|e| crate::HandlerError::EventMismatch {
+                    event_type: env.event_type.to_string(),
+                    expected: "serde_json::Value",
+                    reason: e.to_string(),
+                })?;
+                &*self.dynamic.insert(d)
+            }
+        };
+        let converted = h.inner.call.convert(dynamic)?;
+        self.typed.push((want, Arc::clone(&converted)));
+        Ok(converted)
+    }
+}
+
+/// Checks a dynamic event against the registry; on success it carries the version it was
+/// checked against.
+fn validate_dynamic<T: EventData>(
+    registry: &SchemaRegistry,
+    validation: Validation,
+    env: &mut Envelope<T>,
+) -> Result<()> {
+    if validation.mode == ValidationMode::Off {
+        return Ok(());
+    }
+    if !registry.contains(env.event_type.as_str()) {
+        if validation.reject_unknown {
+            return Err(Error::Validation {
+                event_type: env.event_type.to_string(),
+                message:
+                    "unknown event type: no schema is registered under this name, and the bus rejects unknown events"
+                        .into(),
+            });
+        }
+        return Ok(());
+    }
+    let result = registry.schema_for(env).and_then(|schema| {
+        schema.validate_value_of(env)?;
+        Ok(schema.version.to_string())
+    });
+    match result {
+        Ok(version) => {
+            if env.version.is_none() {
+                env.version = Some(Cow::Owned(version));
+            }
+            Ok(())
+        }
+        Err(e) if validation.mode == ValidationMode::Lenient => {
+            tracing::warn!(target: "better_auth_events", event_id = %env.id, "invalid dynamic event let through (lenient validation): {e}");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The registry of every `#[derive(Event)]` type, built once per process.
+fn default_registry() -> Arc<SchemaRegistry> {
+    static DEFAULT: std::sync::OnceLock<std::result::Result<Arc<SchemaRegistry>, String>> = std::sync::OnceLock::new();
+    match DEFAULT.get_or_init(|| SchemaRegistry::from_registered_events().map(Arc::new).map_err(|e| e.to_string())) {
+        Ok(r) => Arc::clone(r),
+        Err(e) => {
+            tracing::error!(target: "better_auth_events", "the schemas of the derived events conflict, so dynamic events are not validated: {e}");
+            Arc::new(SchemaRegistry::new())
+        }
+    }
+}
+
+/// How strictly dynamic events are checked against the schema registry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ValidationMode {
+    /// An invalid event is an [`Error::Validation`] (the default).
+    #[default]
+    Strict,
+    /// An invalid event is logged and let through.
+    Lenient,
+    /// Dynamic events are not checked.
+    Off,
+}
+
+/// The bus's validation settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Validation {
+    mode: ValidationMode,
+    reject_unknown: bool,
+}
+
+fn check_new_handler(existing: &[Handler], new: &Handler, deps: &Dependencies, max: usize) -> Result<()> {
+    if let Some(dup) = existing.iter().find(|h| h.name() == new.name()) {
+        let at = |h: &Handler| h.location().map(|l| format!(" (defined at {l})")).unwrap_or_default();
+        return Err(Error::Config(format!(
+            "handler `{}`{} is registered twice{}; give one of them another name with `#[handler(name = \"..\")]` or `HandlerOptions::name`",
+            new.name(),
+            at(new),
+            if dup.location().is_some() { format!(", first{}", at(dup)) } else { String::new() },
+        )));
+    }
+    for req in new.requirements() {
+        if !deps.contains(req.type_id) {
+            return Err(Error::Config(format!(
+                "handler `{}` takes `Dep<{}>` but no `{}` is registered; add `.dependency(..)` with one to the builder",
+                new.name(),
+                req.type_name,
+                req.type_name
+            )));
+        }
+    }
+    let same_event = existing.iter().filter(|h| h.event_name() == new.event_name()).count();
+    if same_event >= max {
+        return Err(Error::Config(format!(
+            "event `{}` already has {same_event} handlers, the most `max_handlers_per_event` allows; raise the limit or merge handlers",
+            new.event_name()
+        )));
+    }
+    Ok(())
+}
+
+/// Builds an [`EventBus`].
+pub struct EventBusBuilder {
+    handlers: Vec<Handler>,
+    middleware: Vec<Arc<dyn EventMiddleware>>,
+    store: Option<Arc<dyn EventStore>>,
+    backend: Option<Arc<dyn AsyncBackend>>,
+    pool: WorkerPoolConfig,
+    pool_configured: bool,
+    deps: Dependencies,
+    source: Option<Cow<'static, str>>,
+    max_handlers_per_event: usize,
+    batch: BatchConfig,
+    validation: Validation,
+    registry: Option<SchemaRegistry>,
+    default_retry: RetryPolicy,
+    on_failure: Option<FailureHook>,
+}
+
+impl Default for EventBusBuilder {
+    fn default() -> Self {
+        Self {
+            handlers: Vec::new(),
+            middleware: Vec::new(),
+            store: None,
+            backend: None,
+            pool: WorkerPoolConfig::default(),
+            pool_configured: false,
+            deps: Dependencies::default(),
+            source: None,
+            max_handlers_per_event: 100,
+            batch: BatchConfig::default(),
+            validation: Validation::default(),
+            registry: None,
+            default_retry: RetryPolicy::default(),
+            on_failure: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for EventBusBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBusBuilder")
+            .field("handlers", &self.handlers.len())
+            .field("middleware", &self.middleware.len())
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventBusBuilder {
+    /// Sets the event store: `emit` returns once the event is in it.
+    pub fn store(mut self, store: impl EventStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Sets a store shared with other code (to query it later).
+    pub fn store_arc(mut self, store: Arc<dyn EventStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The seed's name for [`EventBusBuilder::store`].
+    pub fn with_store(self, store: impl EventStore) -> Self {
+        self.store(store)
+    }
+
+    /// Appends a middleware to the pipeline.
+    pub fn middleware(mut self, middleware: impl EventMiddleware) -> Self {
+        self.middleware.push(Arc::new(middleware));
+        self
+    }
+
+    /// The seed's name for [`EventBusBuilder::middleware`].
+    pub fn with_middleware(self, middleware: impl EventMiddleware) -> Self {
+        self.middleware(middleware)
+    }
+
+    /// Adds one handler.
+    pub fn handler(mut self, handler: Handler) -> Self {
+        self.handlers.push(handler);
+        self
+    }
+
+    /// Adds handlers, typically `registered_handlers()`.
+    pub fn handlers(mut self, handlers: impl IntoIterator<Item = Handler>) -> Self {
+        self.handlers.extend(handlers);
+        self
+    }
+
+    /// Registers a shared dependency, handed to handlers that take `Dep<T>`.
+    pub fn dependency<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.deps.insert(value);
+        self
+    }
+
+    /// Registers a shared dependency already in an `Arc`.
+    pub fn dependency_arc<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
+        self.deps.insert_arc(value);
+        self
+    }
+
+    /// Sends async handlers to `backend` instead of the default worker pool.
+    pub fn backend(mut self, backend: impl AsyncBackend) -> Self {
+        self.backend = Some(Arc::new(backend));
+        self
+    }
+
+    /// Workers of the default pool (default 10).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.pool.workers = n;
+        self.pool_configured = true;
+        self
+    }
+
+    /// Queue size of the default pool (default 1000).
+    pub fn queue_size(mut self, n: usize) -> Self {
+        self.pool.queue_size = n;
+        self.pool_configured = true;
+        self
+    }
+
+    /// The seed's name for [`EventBusBuilder::queue_size`].
+    pub fn buffer_size(self, n: usize) -> Self {
+        self.queue_size(n)
+    }
+
+    /// What a full queue does to the emitter (default: wait).
+    pub fn backpressure(mut self, policy: BackpressurePolicy) -> Self {
+        self.pool.backpressure = policy;
+        self.pool_configured = true;
+        self
+    }
+
+    /// Most handlers one event name may have (default 100).
+    pub fn max_handlers_per_event(mut self, n: usize) -> Self {
+        self.max_handlers_per_event = n;
+        self
+    }
+
+    /// Whether `emit_batch` appends to the store in batches (default on).
+    pub fn enable_batching(mut self, on: bool) -> Self {
+        self.batch.enabled = on;
+        self
+    }
+
+    /// Most events per store transaction in `emit_batch` (default 500).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch.batch_size = n;
+        self
+    }
+
+    /// The CloudEvents `source` of events that set none (default `/better-auth-events`).
+    pub fn source(mut self, source: impl Into<Cow<'static, str>>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Whether dynamic events are validated against the schema registry (default on):
+    /// `false` is [`ValidationMode::Off`], `true` [`ValidationMode::Strict`].
+    pub fn validate_dynamic(mut self, on: bool) -> Self {
+        self.validation.mode = if on { ValidationMode::Strict } else { ValidationMode::Off };
+        self
+    }
+
+    /// How strictly dynamic events are validated (default [`ValidationMode::Strict`]).
+    pub fn validation(mut self, mode: ValidationMode) -> Self {
+        self.validation.mode = mode;
+        self
+    }
+
+    /// Whether a dynamic event whose name has no schema is rejected (default: let through).
+    pub fn reject_unknown_events(mut self, reject: bool) -> Self {
+        self.validation.reject_unknown = reject;
+        self
+    }
+
+    /// The schema registry dynamic events are validated against. Default: every
+    /// `#[derive(Event)]` type of the program; a registry given here replaces it (call
+    /// [`SchemaRegistry::register_derived`] on it to keep them).
+    pub fn schema_registry(mut self, registry: SchemaRegistry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// The retry policy of async handlers that declare none (default: 3 attempts,
+    /// exponential from 100 ms, jittered).
+    pub fn default_retry(mut self, policy: RetryPolicy) -> Self {
+        self.default_retry = policy;
+        self
+    }
+
+    /// Called for every async delivery that failed its last attempt.
+    pub fn on_failure(mut self, hook: impl Fn(&DeliveryFailure) + Send + Sync + 'static) -> Self {
+        self.on_failure = Some(Arc::new(hook));
+        self
+    }
+
+    /// Checks the configuration and builds the bus.
+    ///
+    /// Fails on duplicate handler names, a handler's missing dependency, more handlers per
+    /// event than allowed, a zero worker count, queue or batch size, and pool settings
+    /// given together with another backend.
+    pub async fn build(self) -> Result<EventBus> {
+        if self.pool.workers == 0 {
+            return Err(Error::Config("`workers` must be at least 1".into()));
+        }
+        if self.pool.queue_size == 0 {
+            return Err(Error::Config("`queue_size` must be at least 1".into()));
+        }
+        if self.batch.batch_size == 0 {
+            return Err(Error::Config("`batch_size` must be at least 1".into()));
+        }
+        if self.max_handlers_per_event == 0 {
+            return Err(Error::Config("`max_handlers_per_event` must be at least 1".into()));
+        }
+        let backend: Arc<dyn AsyncBackend> = match self.backend {
+            Some(b) if self.pool_configured => {
+                return Err(Error::Config(format!(
+                    "`workers`, `queue_size` and `backpressure` configure the default worker pool, but backend `{}` was set; configure that backend instead",
+                    b.name()
+                )));
+            }
+            Some(b) => b,
+            None => Arc::new(WorkerPool::with_config(self.pool)),
+        };
+        let mut handlers: Vec<Handler> = Vec::with_capacity(self.handlers.len());
+        for h in self.handlers {
+            check_new_handler(&handlers, &h, &self.deps, self.max_handlers_per_event)?;
+            handlers.push(h);
+        }
+        let track_cause = self.middleware.iter().any(|m| m.needs_cause());
+        let registry = match self.registry {
+            Some(r) => Arc::new(r),
+            None => Arc::new(SchemaRegistry::from_registered_events()?),
+        };
+        Ok(EventBus {
+            inner: Arc::new(BusInner {
+                routes: ArcSwap::from_pointee(RouteTable::rebuild(handlers)),
+                register_lock: std::sync::Mutex::new(()),
+                middleware: self.middleware,
+                store: self.store,
+                backend,
+                delivery_env: Arc::new(DeliveryEnv {
+                    deps: Arc::new(self.deps),
+                    default_retry: self.default_retry,
+                    on_failure: self.on_failure,
+                    track_cause,
+                    stats: Arc::new(Stats::default()),
+                }),
+                source: self.source,
+                max_handlers_per_event: self.max_handlers_per_event,
+                batch: self.batch,
+                validation: self.validation,
+                registry,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+}

@@ -1,0 +1,573 @@
+//! The [`Envelope`] every event travels in, the dynamic [`Event`], and their mapping to
+//! CloudEvents 1.0 structured JSON.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::de::DeserializeOwned;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::{EventData, TypedEvent};
+use crate::event_type::EventType;
+
+/// The source of events whose emitter set none (CloudEvents `source`, a URI reference).
+pub const DEFAULT_SOURCE: &str = "/better-auth-events";
+
+/// The CloudEvents spec version this crate writes and reads.
+pub const SPEC_VERSION: &str = "1.0";
+
+/// Names of the CloudEvents extension attributes the envelope maps to named fields.
+pub mod ext {
+    /// The schema version of the payload.
+    pub const SCHEMA_VERSION: &str = "schemaversion";
+    /// The correlation id.
+    pub const CORRELATION_ID: &str = "correlationid";
+    /// The causation id.
+    pub const CAUSATION_ID: &str = "causationid";
+    /// The tenant.
+    pub const TENANT: &str = "tenant";
+    /// The actor.
+    pub const ACTOR: &str = "actor";
+    /// W3C trace context (CloudEvents distributed tracing extension).
+    pub const TRACEPARENT: &str = "traceparent";
+    /// Set on events delivered by a replay.
+    pub const REPLAY: &str = "replay";
+}
+
+/// Metadata carried with every event, mapped to CloudEvents extension attributes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct EventMetadata {
+    /// Groups every event of one workflow (a sign-up, a login); CloudEvents `correlationid`.
+    pub correlation_id: Option<String>,
+    /// The id of the event that caused this one; CloudEvents `causationid`.
+    pub causation_id: Option<String>,
+    /// Who acted (a user id, a service name); CloudEvents `actor`.
+    pub actor: Option<String>,
+    /// The tenant the event belongs to; CloudEvents `tenant`.
+    pub tenant: Option<String>,
+    /// W3C trace context; CloudEvents `traceparent`.
+    pub traceparent: Option<String>,
+    /// Set on events delivered by a replay, so handlers with side effects can skip them.
+    pub replay: bool,
+    /// Any other CloudEvents extension attribute.
+    pub extensions: BTreeMap<String, Value>,
+}
+
+/// An event with its header: id, type, source, subject, time, metadata and payload.
+///
+/// `Envelope<T>` carries a typed payload, [`Event`] (= `Envelope<Value>`) a dynamic one,
+/// and `Envelope<dyn EventData>` either, as middleware sees it. It serializes to a
+/// CloudEvents 1.0 structured JSON event.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Envelope<T: ?Sized = Value> {
+    /// Unique id, a UUIDv7 (time-ordered); CloudEvents `id`.
+    pub id: Uuid,
+    /// Event name; CloudEvents `type`.
+    pub event_type: EventType,
+    /// Who produced it, a URI reference; CloudEvents `source`.
+    pub source: Cow<'static, str>,
+    /// What it is about (a user id, a session id); CloudEvents `subject`.
+    pub subject: Option<String>,
+    /// When it happened; CloudEvents `time`.
+    pub timestamp: DateTime<Utc>,
+    /// Schema version of the payload; CloudEvents extension `schemaversion`.
+    pub version: Option<Cow<'static, str>>,
+    /// Correlation, causation, tenant, actor, trace context and other extensions.
+    pub metadata: EventMetadata,
+    /// The payload; CloudEvents `data`.
+    pub data: T,
+}
+
+/// A dynamic event: a name and a JSON payload, as in `Event::new("user.created")`.
+pub type Event = Envelope<Value>;
+
+/// A fresh time-ordered event id (UUIDv7).
+pub fn new_event_id() -> Uuid {
+    Uuid::now_v7()
+}
+
+impl Event {
+    /// A dynamic event named `event_type` with a `null` payload, a fresh id and the current time.
+    pub fn new(event_type: impl Into<EventType>) -> Self {
+        Envelope::with_type(event_type.into(), None, Value::Null)
+    }
+
+    /// Sets the JSON payload.
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = data;
+        self
+    }
+
+    /// Sets the schema version the payload follows.
+    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(Cow::Owned(version.into()));
+        self
+    }
+
+    /// Reads the payload as the typed event `T` (the name must match `T::NAME`). A payload
+    /// of an older schema version is upcast through the chain of `#[event(previous = ..)]`.
+    pub fn into_typed<T: TypedEvent>(self) -> Result<Envelope<T>> {
+        if self.event_type.as_str() != T::NAME {
+            return Err(Error::Validation {
+                event_type: self.event_type.to_string(),
+                message: format!("expected an event named `{}`", T::NAME),
+            });
+        }
+        let data: T = crate::schema::upcast::read_as(self.version.as_deref(), self.data)?;
+        Ok(Envelope {
+            id: self.id,
+            event_type: self.event_type,
+            source: self.source,
+            subject: self.subject,
+            timestamp: self.timestamp,
+            version: Some(Cow::Borrowed(T::VERSION)),
+            metadata: self.metadata,
+            data,
+        })
+    }
+}
+
+impl<T: TypedEvent> Envelope<T> {
+    /// A fresh envelope around a typed payload: a new id, the current time, the event's
+    /// name and version. (`Event::new` takes a name; this takes the typed payload.)
+    pub fn of(data: T) -> Self {
+        Envelope::with_type(T::event_type(), Some(Cow::Borrowed(T::VERSION)), data)
+    }
+}
+
+impl<T: TypedEvent> From<T> for Envelope<T> {
+    fn from(data: T) -> Self {
+        Envelope::of(data)
+    }
+}
+
+impl<T> Envelope<T> {
+    pub(crate) fn with_type(event_type: EventType, version: Option<Cow<'static, str>>, data: T) -> Self {
+        Self {
+            id: new_event_id(),
+            event_type,
+            source: Cow::Borrowed(DEFAULT_SOURCE),
+            subject: None,
+            // Microseconds: what every store keeps, so a stored event reads back equal.
+            timestamp: Utc::now().trunc_subsecs(6),
+            version,
+            metadata: EventMetadata::default(),
+            data,
+        }
+    }
+
+    /// Sets the source (CloudEvents `source`).
+    pub fn with_source(mut self, source: impl Into<Cow<'static, str>>) -> Self {
+        self.source = source.into();
+        self
+    }
+
+    /// Sets the subject (CloudEvents `subject`).
+    pub fn with_subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
+        self
+    }
+
+    /// Sets the correlation id.
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.metadata.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the causation id.
+    pub fn with_causation_id(mut self, id: impl Into<String>) -> Self {
+        self.metadata.causation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the tenant.
+    pub fn with_tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.metadata.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Sets the actor.
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.metadata.actor = Some(actor.into());
+        self
+    }
+
+    /// Sets the W3C `traceparent`.
+    pub fn with_traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.metadata.traceparent = Some(traceparent.into());
+        self
+    }
+
+    /// Sets an event's metadata wholesale.
+    pub fn with_metadata(mut self, metadata: EventMetadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// The same header around another payload.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Envelope<U> {
+        Envelope {
+            id: self.id,
+            event_type: self.event_type,
+            source: self.source,
+            subject: self.subject,
+            timestamp: self.timestamp,
+            version: self.version,
+            metadata: self.metadata,
+            data: f(self.data),
+        }
+    }
+}
+
+impl<T: ?Sized> Envelope<T> {
+    /// The same header with a borrowed payload.
+    fn header_with<U>(&self, data: U) -> Envelope<U> {
+        Envelope {
+            id: self.id,
+            event_type: self.event_type.clone(),
+            source: self.source.clone(),
+            subject: self.subject.clone(),
+            timestamp: self.timestamp,
+            version: self.version.clone(),
+            metadata: self.metadata.clone(),
+            data,
+        }
+    }
+
+    /// The dataschema URI of a versioned event: `urn:better-auth-events:schema:NAME:VERSION`.
+    pub fn dataschema(&self) -> Option<String> {
+        self.version.as_ref().map(|v| format!("urn:better-auth-events:schema:{}:{}", self.event_type, v))
+    }
+
+    /// The stable delivery id of this event for one handler: a UUIDv5 of the event id and
+    /// the handler name. Retries and redeliveries of the same event to the same handler
+    /// share it, so a handler can use it as an idempotency key.
+    pub fn delivery_id(&self, handler: &str) -> Uuid {
+        Uuid::new_v5(&self.id, handler.as_bytes())
+    }
+}
+
+impl<T: EventData + Sized> Envelope<T> {
+    /// This envelope with its payload seen as JSON: typed ⇄ dynamic conversion.
+    pub fn to_dynamic(&self) -> Result<Event> {
+        let data = self
+            .data
+            .to_json()
+            .map_err(|source| Error::Serialization { event_type: self.event_type.to_string(), source })?;
+        Ok(self.header_with(data))
+    }
+}
+
+impl Envelope<dyn EventData> {
+    /// This envelope with its payload seen as JSON.
+    pub fn to_dynamic(&self) -> Result<Event> {
+        let data = self
+            .data
+            .to_json()
+            .map_err(|source| Error::Serialization { event_type: self.event_type.to_string(), source })?;
+        Ok(self.header_with(data))
+    }
+
+    /// The envelope as `Envelope<T>`, if its payload is a `T`.
+    pub fn downcast_ref<T: EventData>(&self) -> Option<&Envelope<T>> {
+        if self.data.is::<T>() {
+            let ptr = self as *const Envelope<dyn EventData> as *const Envelope<T>;
+            // SAFETY: an `Envelope<dyn EventData>` only comes into being by unsizing an
+            // `Envelope<U>` with `U: Sized`, which keeps the layout of `Envelope<U>`; the
+            // check above proved `U == T`, so the data pointer points to a valid
+            // `Envelope<T>` that lives as long as `self` (the same cast `Box<dyn Any>`
+            // downcasting makes).
+            Some(unsafe { &*ptr })
+        } else {
+            None
+        }
+    }
+
+    /// The envelope as a mutable `Envelope<T>`, if its payload is a `T`.
+    pub fn downcast_mut<T: EventData>(&mut self) -> Option<&mut Envelope<T>> {
+        if self.data.is::<T>() {
+            let ptr = self as *mut Envelope<dyn EventData> as *mut Envelope<T>;
+            // SAFETY: as in `downcast_ref`; the exclusive borrow of `self` is handed on.
+            Some(unsafe { &mut *ptr })
+        } else {
+            None
+        }
+    }
+
+    /// The payload as JSON with every `#[event(pii)]` field replaced by `"[REDACTED]"`.
+    pub fn redacted_data(&self) -> Result<Value> {
+        let mut value = self
+            .data
+            .to_json()
+            .map_err(|source| Error::Serialization { event_type: self.event_type.to_string(), source })?;
+        let keys: Cow<'_, [&str]> = if self.data.is_dynamic() {
+            Cow::Owned(crate::event::registered_pii_fields(self.event_type.as_str()))
+        } else {
+            Cow::Borrowed(self.data.pii_fields())
+        };
+        if let Value::Object(map) = &mut value {
+            for key in keys.iter() {
+                // An absent value (`null`) stays visible: it holds no personal data.
+                if let Some(v) = map.get_mut(*key)
+                    && !v.is_null()
+                {
+                    *v = Value::String("[REDACTED]".to_owned());
+                }
+            }
+        }
+        Ok(value)
+    }
+}
+
+impl<T: ?Sized> fmt::Debug for Envelope<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The payload is left out: it may hold personal data. Use `redacted_data()`.
+        f.debug_struct("Envelope")
+            .field("id", &self.id)
+            .field("event_type", &self.event_type)
+            .field("source", &self.source)
+            .field("subject", &self.subject)
+            .field("timestamp", &self.timestamp)
+            .field("version", &self.version)
+            .field("metadata", &self.metadata)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// CloudEvents 1.0 structured JSON
+// ---------------------------------------------------------------------------------------
+
+/// The attributes a CloudEvents document may carry besides extensions.
+const CORE_ATTRIBUTES: &[&str] =
+    &["specversion", "id", "source", "type", "subject", "time", "dataschema", "datacontenttype", "data", "data_base64"];
+
+fn serialize_envelope<S: serde::Serializer, D: Serialize + ?Sized>(
+    env: &Envelope<impl ?Sized>,
+    data: &D,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    let m = &env.metadata;
+    let mut map = serializer.serialize_map(None)?;
+    map.serialize_entry("specversion", SPEC_VERSION)?;
+    map.serialize_entry("id", &env.id)?;
+    map.serialize_entry("source", &env.source)?;
+    map.serialize_entry("type", env.event_type.as_str())?;
+    if let Some(subject) = &env.subject {
+        map.serialize_entry("subject", subject)?;
+    }
+    map.serialize_entry("time", &env.timestamp.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))?;
+    if let Some(schema) = env.dataschema() {
+        map.serialize_entry("dataschema", &schema)?;
+    }
+    map.serialize_entry("datacontenttype", "application/json")?;
+    if let Some(v) = &env.version {
+        map.serialize_entry(ext::SCHEMA_VERSION, v)?;
+    }
+    for (key, value) in [
+        (ext::CORRELATION_ID, &m.correlation_id),
+        (ext::CAUSATION_ID, &m.causation_id),
+        (ext::TENANT, &m.tenant),
+        (ext::ACTOR, &m.actor),
+        (ext::TRACEPARENT, &m.traceparent),
+    ] {
+        if let Some(v) = value {
+            map.serialize_entry(key, v)?;
+        }
+    }
+    if m.replay {
+        map.serialize_entry(ext::REPLAY, &true)?;
+    }
+    for (key, value) in &m.extensions {
+        map.serialize_entry(key, value)?;
+    }
+    map.serialize_entry("data", data)?;
+    map.end()
+}
+
+impl<T: Serialize> Serialize for Envelope<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serialize_envelope(self, &self.data, serializer)
+    }
+}
+
+impl Serialize for Envelope<dyn EventData> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serialize_envelope(self, self.data.as_serialize(), serializer)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Envelope<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut attrs = BTreeMap::<String, Value>::deserialize(deserializer)?;
+        let env = envelope_from_attributes(&mut attrs).map_err(D::Error::custom)?;
+        let data = attrs.remove("data").unwrap_or(Value::Null);
+        let data = T::deserialize(data).map_err(D::Error::custom)?;
+        Ok(env.map(|()| data))
+    }
+}
+
+fn take_string(attrs: &mut BTreeMap<String, Value>, key: &str) -> std::result::Result<Option<String>, String> {
+    match attrs.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(format!("attribute `{key}` must be a string, found {other}")),
+    }
+}
+
+fn require_string(attrs: &mut BTreeMap<String, Value>, key: &str) -> std::result::Result<String, String> {
+    take_string(attrs, key)?.ok_or_else(|| format!("required attribute `{key}` is missing"))
+}
+
+/// Reads the header attributes; leaves `data` (and nothing else) in `attrs`.
+fn envelope_from_attributes(attrs: &mut BTreeMap<String, Value>) -> std::result::Result<Envelope<()>, String> {
+    let spec = require_string(attrs, "specversion")?;
+    if spec != SPEC_VERSION {
+        return Err(format!("unsupported specversion `{spec}`; only `{SPEC_VERSION}` is supported"));
+    }
+    let id = require_string(attrs, "id")?;
+    let id = Uuid::parse_str(&id).map_err(|e| format!("attribute `id` must be a UUID (`{id}`: {e})"))?;
+    let source = require_string(attrs, "source")?;
+    let event_type = EventType::from(require_string(attrs, "type")?);
+    let subject = take_string(attrs, "subject")?;
+    let timestamp = match take_string(attrs, "time")? {
+        Some(t) => DateTime::parse_from_rfc3339(&t)
+            .map_err(|e| format!("attribute `time` must be RFC 3339 (`{t}`: {e})"))?
+            .with_timezone(&Utc),
+        None => Utc::now(),
+    };
+    if let Some(ct) = take_string(attrs, "datacontenttype")?
+        && !(ct == "application/json" || ct.ends_with("+json") || ct.starts_with("application/json;"))
+    {
+        return Err(format!("datacontenttype `{ct}` is not JSON; only JSON payloads are supported"));
+    }
+    if attrs.contains_key("data_base64") {
+        return Err("binary payloads (`data_base64`) are not supported; send JSON `data`".to_owned());
+    }
+    let _dataschema = take_string(attrs, "dataschema")?;
+    let version = take_string(attrs, ext::SCHEMA_VERSION)?.map(Cow::Owned);
+    let mut metadata = EventMetadata {
+        correlation_id: take_string(attrs, ext::CORRELATION_ID)?,
+        causation_id: take_string(attrs, ext::CAUSATION_ID)?,
+        tenant: take_string(attrs, ext::TENANT)?,
+        actor: take_string(attrs, ext::ACTOR)?,
+        traceparent: take_string(attrs, ext::TRACEPARENT)?,
+        replay: false,
+        extensions: BTreeMap::new(),
+    };
+    metadata.replay = match attrs.remove(ext::REPLAY) {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(Value::String(s)) => s == "true",
+        Some(other) => return Err(format!("attribute `replay` must be a boolean, found {other}")),
+    };
+    let keys: Vec<String> = attrs.keys().filter(|k| !CORE_ATTRIBUTES.contains(&k.as_str())).cloned().collect();
+    for key in keys {
+        if let Some(v) = attrs.remove(&key) {
+            metadata.extensions.insert(key, v);
+        }
+    }
+    Ok(Envelope { id, event_type, source: Cow::Owned(source), subject, timestamp, version, metadata, data: () })
+}
+
+impl<T: Serialize> Envelope<T> {
+    /// The CloudEvents 1.0 structured JSON document of this event.
+    pub fn to_cloudevent(&self) -> Result<Value> {
+        serde_json::to_value(self)
+            .map_err(|source| Error::Serialization { event_type: self.event_type.to_string(), source })
+    }
+
+    /// The CloudEvents 1.0 structured JSON document, as bytes.
+    pub fn to_cloudevent_bytes(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self)
+            .map_err(|source| Error::Serialization { event_type: self.event_type.to_string(), source })
+    }
+}
+
+impl<T: DeserializeOwned> Envelope<T> {
+    /// Reads a CloudEvents 1.0 structured JSON document.
+    pub fn from_cloudevent(value: Value) -> Result<Self> {
+        serde_json::from_value(value).map_err(|e| Error::CloudEvent(e.to_string()))
+    }
+
+    /// Reads a CloudEvents 1.0 structured JSON document from bytes.
+    pub fn from_cloudevent_slice(bytes: &[u8]) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|e| Error::CloudEvent(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids_are_time_ordered_uuid_v7() {
+        let a = Event::new("a");
+        let b = Event::new("a");
+        assert_eq!(a.id.get_version_num(), 7);
+        assert!(a.id < b.id, "v7 ids sort by creation time");
+    }
+
+    #[test]
+    fn dynamic_event_round_trips_through_cloudevents() {
+        let e = Event::new("user.created")
+            .with_data(json!({"user_id": "123"}))
+            .with_subject("user/123")
+            .with_correlation_id("c-1")
+            .with_causation_id("e-0")
+            .with_tenant("acme")
+            .with_actor("admin")
+            .with_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+            .with_version("1.0.0");
+        let mut e = e;
+        e.metadata.extensions.insert("region".into(), json!("eu"));
+        let doc = e.to_cloudevent().unwrap();
+        assert_eq!(doc["specversion"], "1.0");
+        assert_eq!(doc["type"], "user.created");
+        assert_eq!(doc["datacontenttype"], "application/json");
+        assert_eq!(doc["dataschema"], "urn:better-auth-events:schema:user.created:1.0.0");
+        assert_eq!(doc["correlationid"], "c-1");
+        assert_eq!(doc["region"], "eu");
+        assert_eq!(doc["data"]["user_id"], "123");
+        let back = Event::from_cloudevent(doc).unwrap();
+        assert_eq!(back.id, e.id);
+        assert_eq!(back.event_type, EventType::UserCreated);
+        assert_eq!(back.metadata, e.metadata);
+        assert_eq!(back.timestamp, e.timestamp);
+        assert_eq!(back.data, e.data);
+        assert_eq!(back.subject.as_deref(), Some("user/123"));
+        assert_eq!(back.version.as_deref(), Some("1.0.0"));
+    }
+
+    #[test]
+    fn rejects_documents_that_are_not_cloudevents_1_0() {
+        let good = json!({"specversion": "1.0", "id": Uuid::now_v7(), "source": "/x", "type": "t"});
+        assert!(Event::from_cloudevent(good.clone()).is_ok());
+        for (key, value, needle) in [
+            ("specversion", json!("0.3"), "unsupported specversion"),
+            ("id", json!("not-a-uuid"), "must be a UUID"),
+            ("time", json!("yesterday"), "RFC 3339"),
+            ("datacontenttype", json!("text/plain"), "not JSON"),
+            ("type", json!(5), "must be a string"),
+        ] {
+            let mut doc = good.clone();
+            doc[key] = value;
+            let err = Event::from_cloudevent(doc).unwrap_err().to_string();
+            assert!(err.contains(needle), "{key}: {err}");
+        }
+        let mut doc = good;
+        doc.as_object_mut().unwrap().remove("source");
+        let err = Event::from_cloudevent(doc).unwrap_err().to_string();
+        assert!(err.contains("required attribute `source` is missing"), "{err}");
+    }
+}

@@ -1,0 +1,251 @@
+//! Errors of the runtime: one [`Error`] for everything the bus reports, and
+//! [`HandlerError`], the error a handler returns.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+/// A boxed error that can cross threads.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with the runtime's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the bus, its builder and its backends can report.
+///
+/// Messages are lowercase, say what happened and, where there is one, what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A sync handler failed, so `emit` reports its error (a "before" hook vetoing the action).
+    #[error("handler `{handler}` failed for event `{event_type}`: {source}")]
+    Handler {
+        /// Name of the handler that failed.
+        handler: Cow<'static, str>,
+        /// Name of the event it was handling.
+        event_type: String,
+        /// What the handler returned.
+        #[source]
+        source: HandlerError,
+    },
+
+    /// A middleware rejected the event; handlers and store never saw it.
+    #[error("middleware `{middleware}` rejected event `{event_type}`: {reason}")]
+    Rejected {
+        /// Name of the rejecting middleware.
+        middleware: String,
+        /// Name of the rejected event.
+        event_type: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A dynamic event does not match the schema registered for its name.
+    #[error("validation failed for event `{event_type}`: {message}")]
+    Validation {
+        /// Name of the event.
+        event_type: String,
+        /// Every violation, one per line.
+        message: String,
+    },
+
+    /// Converting an event to or from JSON failed.
+    #[error("cannot (de)serialize event `{event_type}`: {source}")]
+    Serialization {
+        /// Name of the event.
+        event_type: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A CloudEvents document could not be read.
+    #[error("invalid CloudEvents document: {0}")]
+    CloudEvent(String),
+
+    /// The async backend's queue is full and the backpressure policy says not to wait (longer).
+    #[error(
+        "async queue of backend `{backend}` is full ({capacity} deliveries queued){waited}; \
+         raise `queue_size`, add workers, or use `Backpressure::Wait`",
+        waited = match .waited { Some(d) => format!(" after waiting {d:?}"), None => String::new() }
+    )]
+    Backpressure {
+        /// Name of the backend.
+        backend: String,
+        /// Capacity of its queue.
+        capacity: usize,
+        /// How long the emit waited before giving up, if it waited.
+        waited: Option<Duration>,
+    },
+
+    /// The bus was shut down; it accepts no more events.
+    #[error("the event bus is shut down and accepts no more events")]
+    Closed,
+
+    /// The async backend failed to take a delivery.
+    #[error("async backend `{backend}` failed: {source}")]
+    Backend {
+        /// Name of the backend.
+        backend: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The event store failed; the event was not emitted.
+    #[error("event store `{store}` failed: {source}")]
+    Store {
+        /// Name of the store.
+        store: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A schema rule failed: a version bump too small for the change, a conflicting
+    /// registration, an incomplete upcast chain, a snapshot that no longer matches.
+    #[error("{0}")]
+    Schema(String),
+
+    /// The bus configuration is invalid (reported by `build()` or a registration).
+    #[error("invalid event bus configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Creates a [`Error::Store`] from any error of a store implementation.
+    pub fn store(store: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Store { store: store.into(), source: source.into() }
+    }
+
+    /// Creates a [`Error::Backend`] from any error of a backend implementation.
+    pub fn backend(backend: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Backend { backend: backend.into(), source: source.into() }
+    }
+
+    /// The handler error, when a sync handler vetoed the event.
+    pub fn as_handler_error(&self) -> Option<&HandlerError> {
+        match self {
+            Self::Handler { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// The error a handler returns.
+///
+/// Any error type converts into it (`?` works on `std::io::Error`, `anyhow::Error`,
+/// your own errors, and strings through [`HandlerError::new`]). The bus adds its own
+/// kinds: a panic, a timeout, a missing dependency.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlerError {
+    /// The handler failed; the delivery may be retried under the handler's retry policy.
+    #[error("{0}")]
+    Failed(#[source] BoxError),
+
+    /// The handler failed in a way retrying cannot fix (for example a malformed event).
+    #[error("{0} (permanent: not retried)")]
+    Permanent(#[source] BoxError),
+
+    /// The handler panicked; the panic was caught and the worker lives on.
+    #[error("handler panicked: {0}")]
+    Panicked(String),
+
+    /// The handler did not finish within its timeout.
+    #[error("handler timed out after {0:?}")]
+    Timeout(Duration),
+
+    /// The handler takes a `Dep<T>` that was not registered on the bus.
+    #[error("dependency `{0}` is not registered on the bus; add it with `EventBus::builder().dependency(..)`")]
+    MissingDependency(&'static str),
+
+    /// The event could not be converted into the type the handler takes.
+    #[error("event `{event_type}` cannot be read as `{expected}`: {reason}")]
+    EventMismatch {
+        /// Name of the event.
+        event_type: String,
+        /// The Rust type the handler takes.
+        expected: &'static str,
+        /// Why the conversion failed.
+        reason: String,
+    },
+}
+
+#[derive(Debug)]
+struct Message(String);
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Message {}
+
+impl HandlerError {
+    /// A failure with a message, retried under the handler's retry policy.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self::Failed(Box::new(Message(message.into())))
+    }
+
+    /// A failure that must not be retried.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::Permanent(Box::new(Message(message.into())))
+    }
+
+    /// Wraps any error; a `HandlerError` inside is unwrapped rather than nested.
+    pub fn from_error(error: impl Into<BoxError>) -> Self {
+        let boxed: BoxError = error.into();
+        match boxed.downcast::<HandlerError>() {
+            Ok(inner) => *inner,
+            Err(other) => Self::Failed(other),
+        }
+    }
+
+    /// Whether a retry may succeed (every kind but [`HandlerError::Permanent`],
+    /// [`HandlerError::MissingDependency`] and [`HandlerError::EventMismatch`]).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Permanent(_) | Self::MissingDependency(_) | Self::EventMismatch { .. })
+    }
+}
+
+impl From<&str> for HandlerError {
+    fn from(message: &str) -> Self {
+        Self::new(message)
+    }
+}
+
+impl From<String> for HandlerError {
+    fn from(message: String) -> Self {
+        Self::new(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_error_unwraps_a_boxed_handler_error() {
+        let inner = HandlerError::permanent("bad input");
+        let again = HandlerError::from_error(inner);
+        assert!(matches!(again, HandlerError::Permanent(_)));
+        assert!(!again.is_retryable());
+    }
+
+    #[test]
+    fn from_error_keeps_other_errors_as_failed() {
+        let io = std::io::Error::other("disk full");
+        let err = HandlerError::from_error(io);
+        assert!(err.is_retryable());
+        assert_eq!(err.to_string(), "disk full");
+    }
+
+    #[test]
+    fn backpressure_message_tells_what_to_do() {
+        let e = Error::Backpressure { backend: "worker-pool".into(), capacity: 4, waited: None };
+        let text = e.to_string();
+        assert!(text.contains("is full (4 deliveries queued)"), "{text}");
+        assert!(text.contains("raise `queue_size`"), "{text}");
+    }
+}

@@ -1,0 +1,323 @@
+//! Event stores: the [`EventStore`] trait, its query API, and the stores.
+//!
+//! | store | feature | durability | ordering of positions |
+//! |---|---|---|---|
+//! | [`MemoryStore`] | always | none: gone with the process (at-most-once across a crash) | commit order |
+//! | `SqliteStore` | `sqlite` (default) | a file in WAL mode, fsynced on commit | commit order (one writer) |
+//! | `PostgresStore` | `postgres` | PostgreSQL, committed before `append` returns | commit order (appends serialize on an advisory lock) |
+//! | `RedisStore` | `redis` | as the Redis server is configured: without AOF a restart loses data | commit order (a Lua script per batch) |
+//!
+//! "Commit order" means: a reader that has seen position `p` will never later see a new
+//! event at a position below `p`, so tailing a store with `after_position` misses nothing.
+
+use std::future::Future;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::{self, BoxStream, StreamExt};
+use uuid::Uuid;
+
+use crate::envelope::{Envelope, Event, EventMetadata};
+use crate::error::{Error, Result};
+use crate::event::{EventData, TypedEvent};
+
+mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod query;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::{PostgresStore, PostgresStoreBuilder};
+pub use query::{EventQuery, Order, QueryBuilder};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis::{RedisStore, RedisStoreBuilder};
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sqlite::{SqliteStore, SqliteStoreBuilder};
+
+/// What an append did with one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored at this global position.
+    Stored {
+        /// Global position, from 1, in commit order.
+        position: u64,
+    },
+    /// An event with this id was already stored at this position; nothing was written.
+    Duplicate {
+        /// Position of the copy already stored.
+        position: u64,
+    },
+}
+
+impl AppendOutcome {
+    /// The event's position, whether it was stored now or before.
+    pub fn position(&self) -> u64 {
+        match self {
+            Self::Stored { position } | Self::Duplicate { position } => *position,
+        }
+    }
+
+    /// Whether the event was already stored.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Self::Duplicate { .. })
+    }
+}
+
+/// An event read back from a store, with its global position.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    /// Global position in the store.
+    pub position: u64,
+    /// The event, its payload as JSON.
+    pub event: Event,
+}
+
+impl StoredEvent {
+    /// The event as the typed event `T`.
+    ///
+    /// This is the seam where stored events of an older schema version will be upcast to
+    /// `T`'s version by the schema registry; today the payload must read as `T` directly.
+    pub fn into_typed<T: TypedEvent>(self) -> Result<Envelope<T>> {
+        self.event.into_typed()
+    }
+}
+
+/// Durable (or, for [`MemoryStore`], in-memory) storage of emitted events.
+///
+/// With a store, `emit` returns only after [`EventStore::append`] returned: the event is
+/// durable before anyone is told it was emitted. Appends are idempotent on the event id.
+/// Read with `store.query()`: every store has it, and so has `dyn EventStore`.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// The store's name, for logs and errors.
+    fn name(&self) -> &str;
+
+    /// Appends one event.
+    async fn append(&self, event: &Envelope<dyn EventData>) -> Result<AppendOutcome> {
+        let mut out = self.append_batch(&[event]).await?;
+        out.pop().ok_or_else(|| Error::store(self.name(), "append_batch returned no outcome for one event"))
+    }
+
+    /// Appends events atomically: all are stored or none is. Events whose id is already
+    /// stored (or repeated within the batch) come back as [`AppendOutcome::Duplicate`].
+    async fn append_batch(&self, events: &[&Envelope<dyn EventData>]) -> Result<Vec<AppendOutcome>>;
+
+    /// Reads one event by id.
+    async fn get(&self, id: Uuid) -> Result<Option<StoredEvent>>;
+
+    /// How many events match `query` (its limit, order and `after_position` aside).
+    async fn count(&self, query: &EventQuery) -> Result<u64>;
+
+    /// The events matching `query`, streamed page by page: memory stays flat however many
+    /// events match.
+    fn stream(&self, query: EventQuery) -> BoxStream<'_, Result<StoredEvent>>;
+
+    /// The events matching `query`, collected. For small results.
+    async fn fetch(&self, query: EventQuery) -> Result<Vec<StoredEvent>> {
+        let mut out = Vec::new();
+        let mut s = self.stream(query);
+        while let Some(e) = s.next().await {
+            out.push(e?);
+        }
+        Ok(out)
+    }
+}
+
+impl dyn EventStore {
+    /// A query builder over this store (the seed's `store.query()`). Every store of this
+    /// crate has the same method; for your own store, call it on `&store as &dyn EventStore`.
+    pub fn query(&self) -> QueryBuilder<'_> {
+        QueryBuilder::new(self)
+    }
+}
+
+/// A shared store is a store: keep an `Arc` to query it while the bus appends to it.
+#[async_trait]
+impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    async fn append(&self, event: &Envelope<dyn EventData>) -> Result<AppendOutcome> {
+        (**self).append(event).await
+    }
+
+    async fn append_batch(&self, events: &[&Envelope<dyn EventData>]) -> Result<Vec<AppendOutcome>> {
+        (**self).append_batch(events).await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<StoredEvent>> {
+        (**self).get(id).await
+    }
+
+    async fn count(&self, query: &EventQuery) -> Result<u64> {
+        (**self).count(query).await
+    }
+
+    fn stream(&self, query: EventQuery) -> BoxStream<'_, Result<StoredEvent>> {
+        (**self).stream(query)
+    }
+
+    async fn fetch(&self, query: EventQuery) -> Result<Vec<StoredEvent>> {
+        (**self).fetch(query).await
+    }
+}
+
+/// An event flattened into the columns every store keeps: what stores write.
+#[derive(Clone, Debug)]
+pub struct EncodedEvent {
+    /// Event id (UUID text).
+    pub id: String,
+    /// Event name.
+    pub event_type: String,
+    /// Source.
+    pub source: String,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Time, microsecond precision.
+    pub timestamp: DateTime<Utc>,
+    /// Schema version.
+    pub version: Option<String>,
+    /// Tenant (also inside `metadata`; a column to filter on).
+    pub tenant: Option<String>,
+    /// Correlation id (also inside `metadata`; a column to filter on).
+    pub correlation_id: Option<String>,
+    /// The payload as JSON text.
+    pub data: String,
+    /// [`EventMetadata`] as JSON text.
+    pub metadata: String,
+}
+
+impl EncodedEvent {
+    /// Flattens an event; the payload is serialized once, straight to JSON text.
+    pub fn encode(event: &Envelope<dyn EventData>) -> Result<Self> {
+        let ser = |source| Error::Serialization { event_type: event.event_type.to_string(), source };
+        let mut data = Vec::with_capacity(128);
+        {
+            let mut json = serde_json::Serializer::new(&mut data);
+            erased_serde::serialize(event.data.as_serialize(), &mut json)
+                .map_err(|e| ser(serde::ser::Error::custom(e)))?;
+        }
+        let data = String::from_utf8(data).map_err(|e| Error::store("encode", e))?;
+        Ok(Self {
+            id: event.id.to_string(),
+            event_type: event.event_type.as_str().to_owned(),
+            source: event.source.to_string(),
+            subject: event.subject.clone(),
+            timestamp: event.timestamp,
+            version: event.version.as_deref().map(str::to_owned),
+            tenant: event.metadata.tenant.clone(),
+            correlation_id: event.metadata.correlation_id.clone(),
+            data,
+            metadata: serde_json::to_string(&event.metadata).map_err(ser)?,
+        })
+    }
+}
+
+/// A stored row as every store reads it back.
+#[derive(Clone, Debug)]
+pub struct EncodedRow {
+    /// Global position.
+    pub position: i64,
+    /// Event id.
+    pub id: String,
+    /// Event name.
+    pub event_type: String,
+    /// Source.
+    pub source: String,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Time.
+    pub timestamp: DateTime<Utc>,
+    /// Schema version.
+    pub version: Option<String>,
+    /// Payload JSON text.
+    pub data: String,
+    /// Metadata JSON text (may be empty or `null` for rows written by other tools).
+    pub metadata: Option<String>,
+}
+
+impl EncodedRow {
+    /// The row as a [`StoredEvent`]; `store` names the store in errors.
+    pub fn decode(self, store: &str) -> Result<StoredEvent> {
+        let bad = |what: &str, e: &dyn std::fmt::Display| {
+            Error::store(store, format!("stored event at position {} has an unreadable {what}: {e}", self.position))
+        };
+        let id = Uuid::parse_str(&self.id).map_err(|e| bad("id", &e))?;
+        let data = serde_json::from_str(&self.data).map_err(|e| bad("payload", &e))?;
+        let metadata: EventMetadata = match self.metadata.as_deref() {
+            None | Some("") | Some("null") => EventMetadata::default(),
+            Some(m) => serde_json::from_str(m).map_err(|e| bad("metadata", &e))?,
+        };
+        let position = u64::try_from(self.position).map_err(|e| bad("position", &e))?;
+        let mut event = Event::new(self.event_type).with_data(data).with_metadata(metadata);
+        event.id = id;
+        event.source = self.source.into();
+        event.subject = self.subject;
+        event.timestamp = self.timestamp;
+        event.version = self.version.map(Into::into);
+        Ok(StoredEvent { position, event })
+    }
+}
+
+/// One page of a paged read.
+pub struct Page {
+    /// The matching events of the page, in order.
+    pub events: Vec<StoredEvent>,
+    /// Where the next page starts (`after_position`), or `None` when the read is done.
+    pub next_after: Option<u64>,
+}
+
+/// Rows per page of the paged reads of [`paged_stream`].
+pub const PAGE_SIZE: u64 = 1000;
+
+/// A stream over `query` made of pages fetched by `fetch_page`, each asked for the
+/// query with its `after_position` moved past the previous page and at most `PAGE_SIZE`
+/// (or the remaining limit) events. Stores share it so that none holds a whole result.
+pub fn paged_stream<'a, F, Fut>(query: EventQuery, fetch_page: F) -> BoxStream<'a, Result<StoredEvent>>
+where
+    F: Fn(EventQuery) -> Fut + Send + Sync + 'a,
+    Fut: Future<Output = Result<Page>> + Send + 'a,
+{
+    struct State<F> {
+        query: EventQuery,
+        remaining: Option<u64>,
+        done: bool,
+        fetch_page: F,
+    }
+    let state = State { remaining: query.limit, query, done: false, fetch_page };
+    stream::unfold(state, |mut st| async move {
+        if st.done || st.remaining == Some(0) {
+            return None;
+        }
+        let mut page_query = st.query.clone();
+        page_query.limit = Some(st.remaining.map_or(PAGE_SIZE, |r| r.min(PAGE_SIZE)));
+        match (st.fetch_page)(page_query).await {
+            Ok(page) => {
+                match page.next_after {
+                    Some(p) => st.query.after_position = Some(p),
+                    None => st.done = true,
+                }
+                if let Some(r) = &mut st.remaining {
+                    *r = r.saturating_sub(page.events.len() as u64);
+                }
+                let items: Vec<Result<StoredEvent>> = page.events.into_iter().map(Ok).collect();
+                Some((stream::iter(items), st))
+            }
+            Err(e) => {
+                st.done = true;
+                Some((stream::iter(vec![Err(e)]), st))
+            }
+        }
+    })
+    .flatten()
+    .boxed()
+}

@@ -1,0 +1,844 @@
+//! [`RedisStore`]: events in a Redis stream, through the `redis` crate.
+
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::stream::BoxStream;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script, Value};
+use uuid::Uuid;
+
+use super::{
+    AppendOutcome, EncodedEvent, EncodedRow, EventQuery, EventStore, Order, PAGE_SIZE, Page, QueryBuilder, StoredEvent,
+    paged_stream,
+};
+use crate::envelope::Envelope;
+use crate::error::{Error, Result};
+use crate::event::EventData;
+
+/// The store's name, in logs and errors.
+const STORE: &str = "redis";
+
+/// The key prefix when none is set.
+pub const DEFAULT_PREFIX: &str = "bae";
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_EVENT_BYTES: usize = 64 << 20;
+
+/// Encoded bytes sent in one script call at most; a batch above it is split (each part
+/// atomic on its own). Well below Redis' 1 GiB `client-query-buffer-limit`.
+const CHUNK_BYTES: usize = 64 << 20;
+
+/// Ids looked up (`HMGET`) or written (`HSET`) per command inside the script: Lua's
+/// `unpack` stops at about 8,000 values.
+const SCRIPT_SLICE: usize = 1000;
+
+/// The append script. KEYS: the stream, the id hash, the position counter. ARGV[1] is the
+/// number of events `n`, ARGV[2..n+1] their ids, then for each event the number of its
+/// field/value arguments followed by them (the `id` field is added by the script).
+///
+/// Every read and every check comes before the first write, so a script that fails (a key
+/// of the wrong type, a counter behind the stream) fails before writing anything; Redis
+/// refuses a script for lack of memory at its first write only. Returns one integer per
+/// event, in input order: its new position, or minus the position of the copy already stored.
+const APPEND_LUA: &str = r#"
+local stream, ids, counter = KEYS[1], KEYS[2], KEYS[3]
+local n = tonumber(ARGV[1])
+local pos = tonumber(redis.call('GET', counter) or '0')
+if pos == nil then
+  return redis.error_reply('position counter ' .. counter .. ' is not a number')
+end
+if pos == 0 and redis.call('EXISTS', stream) == 1 then
+  -- The counter is gone but the stream is not: go on after the stream's last id.
+  local info = redis.call('XINFO', 'STREAM', stream)
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then
+      local ms, seq = string.match(info[i + 1], '^(%d+)%-(%d+)$')
+      if ms ~= '0' then
+        return redis.error_reply('stream ' .. stream .. ' has ids RedisStore did not write: ' .. info[i + 1])
+      end
+      pos = tonumber(seq)
+    end
+  end
+end
+local known = {}
+local i = 1
+while i <= n do
+  local j = math.min(i + SLICE - 1, n)
+  local found = redis.call('HMGET', ids, unpack(ARGV, i + 1, j + 1))
+  for k = 1, #found do
+    if found[k] then
+      known[ARGV[i + k]] = tonumber(found[k])
+    end
+  end
+  i = j + 1
+end
+local out = {}
+local fresh = {}
+local a = n + 2
+for e = 1, n do
+  local id = ARGV[e + 1]
+  local nf = tonumber(ARGV[a])
+  local p = known[id]
+  if p then
+    out[e] = -p
+  else
+    pos = pos + 1
+    local ps = string.format('%d', pos)
+    redis.call('XADD', stream, '0-' .. ps, 'id', id, unpack(ARGV, a + 1, a + nf))
+    known[id] = pos
+    fresh[#fresh + 1] = id
+    fresh[#fresh + 1] = ps
+    out[e] = pos
+  end
+  a = a + 1 + nf
+end
+local m = #fresh
+local s = 1
+while s <= m do
+  local t = math.min(s + 2 * SLICE - 1, m)
+  redis.call('HSET', ids, unpack(fresh, s, t))
+  s = t + 1
+end
+if m > 0 then
+  redis.call('SET', counter, string.format('%d', pos))
+end
+return out
+"#;
+
+static APPEND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&APPEND_LUA.replace("SLICE", &SCRIPT_SLICE.to_string())));
+
+/// An event store on Redis Streams (feature `redis`). Cheap to clone: clones share one
+/// multiplexed connection, re-established on its own when it drops.
+///
+/// ```no_run
+/// # async fn demo() -> better_auth_events_runtime::Result<()> {
+/// use better_auth_events_runtime::store::RedisStore;
+///
+/// let store = RedisStore::new("redis://127.0.0.1:6379").await?;
+/// let logins = store.query().event_type("user.login").newest_first().limit(10).fetch().await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Layout
+///
+/// Three keys under a prefix (default `bae`, see [`RedisStoreBuilder::prefix`]):
+///
+/// - `{prefix}:events`, a stream. The entry at global position `p` has the id `0-p`, so
+///   `XRANGE {prefix}:events 0-10 0-20` reads positions 10 to 20. Its fields: `id` (UUID),
+///   `type`, `source`, `subject`, `version`, `tenant`, `correlation_id`, `ts` (RFC 3339, UTC,
+///   exactly 6 fractional digits: `2026-01-01T12:00:00.000000Z`), `data` (the payload, JSON)
+///   and `metadata` (correlation, causation, tenant, actor, trace context, extensions, as
+///   JSON); `subject`, `version`, `tenant` and `correlation_id` are left out when absent. Any
+///   Redis Streams consumer (`XREAD`, consumer groups) can follow it.
+/// - `{prefix}:ids`, a hash from event id to position: idempotent appends and [`get`](EventStore::get).
+/// - `{prefix}:position`, the last position given.
+///
+/// The keys belong to the store: write to them only through it.
+///
+/// # Durability
+///
+/// `append` returns once Redis holds the event **in memory**. What survives a restart or
+/// crash of Redis is what its persistence keeps: without AOF, a restart loses every event
+/// since the last RDB snapshot (all of them with `save ""`). For the guarantee the bus
+/// promises ("nothing acknowledged is lost"), run Redis with `appendonly yes` and
+/// `appendfsync always` (nothing lost) or `appendfsync everysec` (up to a second lost on a
+/// power failure or kernel crash; a crash of the Redis process alone loses nothing). With
+/// replicas, [`RedisStoreBuilder::wait_for_replicas`] makes `append` wait until they have the
+/// events too. Prefer `SqliteStore` or `PostgresStore` when that is not an option.
+///
+/// # Atomicity and order
+///
+/// A batch is appended by one Lua script, which Redis runs without interleaving any other
+/// command: positions are given in commit order (a reader that saw position `p` never later
+/// finds a new event below `p`), and an idempotency check and its write cannot race.
+/// Every event is encoded before anything is sent, so an event that cannot be serialized
+/// stores nothing. Redis does not roll a script back, so the script makes every check
+/// before its first write; what could still cut it short (the server killed mid-script)
+/// leaves a prefix of the batch stored, which appending the batch again completes
+/// (duplicates are detected). A batch of more than 64 MiB encoded is sent in parts of at
+/// most 64 MiB, each atomic on its own.
+///
+/// # Queries
+///
+/// Reads by position are direct (`XRANGE` / `XREVRANGE` on the entry ids) and [`get`](EventStore::get)
+/// is two O(1)-ish lookups. Redis has no secondary index here: the filters of a query
+/// (type, source, subject, tenant, correlation id, time) are applied by the client to the
+/// entries it scans, page by page (1,000 entries a round trip; memory stays flat). A
+/// filtered query or count therefore reads every entry of the range it covers: fine for
+/// replays and for tailing with `after_position`, slow for a selective query over millions
+/// of events. An unfiltered `count` is `XLEN`.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The URL without its password, for messages.
+    url: String,
+    prefix: String,
+    events_key: String,
+    ids_key: String,
+    position_key: String,
+    max_event_bytes: usize,
+    wait_for_replicas: Option<(u32, Duration)>,
+}
+
+/// Configures and connects a [`RedisStore`]: `RedisStore::builder(url).prefix("app").build().await?`.
+#[must_use = "a builder does nothing until `build` connects"]
+pub struct RedisStoreBuilder {
+    url: String,
+    prefix: String,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    max_event_bytes: usize,
+    wait_for_replicas: Option<(u32, Duration)>,
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("url", &redact(&self.url))
+            .field("prefix", &self.prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("max_event_bytes", &self.max_event_bytes)
+            .field("wait_for_replicas", &self.wait_for_replicas)
+            .finish()
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore").field("url", &self.inner.url).field("prefix", &self.inner.prefix).finish()
+    }
+}
+
+impl RedisStoreBuilder {
+    /// The key prefix (default `bae`): the store's keys are `{prefix}:events`,
+    /// `{prefix}:ids` and `{prefix}:position`. Stores with different prefixes on one server
+    /// are independent.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long `build` (and each reconnection attempt) may take to connect (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a command may wait for its answer before failing (default 30 s). A timed-out
+    /// append may still have been stored: appending it again is safe.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// The largest event accepted, encoded (default 64 MiB, below Redis' 512 MiB
+    /// `proto-max-bulk-len`). A batch holding a bigger event fails before anything is sent.
+    pub fn max_event_bytes(mut self, bytes: usize) -> Self {
+        self.max_event_bytes = bytes.max(1);
+        self
+    }
+
+    /// After each append, waits (Redis `WAIT`) until `replicas` replicas have the events, at
+    /// most `timeout` (at least 1 ms); if fewer acknowledge in time, `append` fails with
+    /// [`Error::Store`] although the primary has the events (appending again is safe).
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait_for_replicas = Some((replicas, timeout.max(Duration::from_millis(1))));
+        self
+    }
+
+    /// Connects, and checks that the store's keys, if they exist, have the right types.
+    ///
+    /// Fails with [`Error::Store`] naming the URL (without its password) when the server is
+    /// unreachable, within the connect timeout, or with [`Error::Config`] for an empty prefix.
+    pub async fn build(self) -> Result<RedisStore> {
+        if self.prefix.is_empty() {
+            return Err(Error::Config("the prefix of a RedisStore must not be empty".into()));
+        }
+        let url = redact(&self.url);
+        let client =
+            redis::Client::open(self.url.as_str()).map_err(|e| failure(format!("invalid Redis URL `{url}`"), e))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = match tokio::time::timeout(self.connect_timeout, ConnectionManager::new_with_config(client, config))
+            .await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(failure(format!("cannot connect to Redis at {url}"), e)),
+            Err(_) => {
+                return Err(Error::store(
+                    STORE,
+                    format!("cannot connect to Redis at {url}: no connection within {:?}", self.connect_timeout),
+                ));
+            }
+        };
+        let p = &self.prefix;
+        let inner = Inner {
+            events_key: format!("{p}:events"),
+            ids_key: format!("{p}:ids"),
+            position_key: format!("{p}:position"),
+            prefix: self.prefix.clone(),
+            url,
+            max_event_bytes: self.max_event_bytes,
+            wait_for_replicas: self.wait_for_replicas,
+        };
+        let store = RedisStore { conn, inner: Arc::new(inner) };
+        store.check_key_types().await?;
+        tracing::debug!(url = %store.inner.url, prefix = %store.inner.prefix, "redis event store connected");
+        Ok(store)
+    }
+}
+
+impl RedisStore {
+    /// Connects to the Redis at `url` (`redis://host:port/db`, `rediss://…` with TLS if the
+    /// `redis` crate was built with it) with the default prefix `bae`.
+    pub async fn new(url: impl Into<String>) -> Result<Self> {
+        Self::builder(url).build().await
+    }
+
+    /// A builder, to set the key prefix, timeouts or replica acknowledgements.
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            wait_for_replicas: None,
+        }
+    }
+
+    /// A query builder over this store: `store.query().event_type("user.created").fetch().await?`.
+    pub fn query(&self) -> QueryBuilder<'_> {
+        QueryBuilder::new(self)
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The key of the stream holding the events (`{prefix}:events`), for consumers that read
+    /// it with plain Redis commands.
+    pub fn stream_key(&self) -> &str {
+        &self.inner.events_key
+    }
+
+    fn context(&self, what: impl fmt::Display) -> String {
+        format!("{what} (Redis at {})", self.inner.url)
+    }
+
+    async fn check_key_types(&self) -> Result<()> {
+        let inner = &self.inner;
+        let mut pipe = redis::pipe();
+        for key in [&inner.events_key, &inner.ids_key, &inner.position_key] {
+            pipe.cmd("TYPE").arg(key);
+        }
+        let types: Vec<String> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| failure(self.context("cannot read the types of the store's keys"), e))?;
+        let expected = [(&inner.events_key, "stream"), (&inner.ids_key, "hash"), (&inner.position_key, "string")];
+        for ((key, want), got) in expected.into_iter().zip(&types) {
+            if got != "none" && got != want {
+                return Err(Error::store(
+                    STORE,
+                    self.context(format_args!(
+                        "key `{key}` is a {got}, not a {want}: something else uses the prefix `{}`; choose \
+                         another with `RedisStoreBuilder::prefix`",
+                        inner.prefix
+                    )),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the append script over `chunk`.
+    async fn append_chunk(&self, chunk: &[EncodedEvent], out: &mut Vec<AppendOutcome>) -> Result<()> {
+        let inner = &self.inner;
+        let mut invocation = APPEND.prepare_invoke();
+        invocation.key(&inner.events_key).key(&inner.ids_key).key(&inner.position_key).arg(chunk.len());
+        for e in chunk {
+            invocation.arg(&e.id);
+        }
+        let ts: Vec<String> = chunk.iter().map(|e| format_ts(e.timestamp)).collect();
+        for (e, ts) in chunk.iter().zip(&ts) {
+            let optional = [
+                ("subject", &e.subject),
+                ("version", &e.version),
+                ("tenant", &e.tenant),
+                ("correlation_id", &e.correlation_id),
+            ];
+            let present = optional.iter().filter(|(_, v)| v.is_some()).count();
+            invocation.arg(2 * (5 + present));
+            invocation.arg("type").arg(&e.event_type).arg("source").arg(&e.source);
+            for (name, value) in optional {
+                if let Some(value) = value {
+                    invocation.arg(name).arg(value);
+                }
+            }
+            invocation.arg("ts").arg(ts).arg("data").arg(&e.data).arg("metadata").arg(&e.metadata);
+        }
+        let positions: Vec<i64> = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| failure(self.context(format_args!("cannot append to `{}`", inner.events_key)), e))?;
+        if positions.len() != chunk.len() {
+            return Err(Error::store(
+                STORE,
+                self.context(format_args!(
+                    "the append script returned {} outcomes for {} events",
+                    positions.len(),
+                    chunk.len()
+                )),
+            ));
+        }
+        for p in positions {
+            out.push(match p {
+                p if p > 0 => AppendOutcome::Stored { position: p.unsigned_abs() },
+                p if p < 0 => AppendOutcome::Duplicate { position: p.unsigned_abs() },
+                _ => return Err(Error::store(STORE, self.context("the append script returned position 0"))),
+            });
+        }
+        Ok(())
+    }
+
+    async fn wait_for_replicas(&self) -> Result<()> {
+        let Some((replicas, timeout)) = self.inner.wait_for_replicas else {
+            return Ok(());
+        };
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(replicas)
+            .arg(millis)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| failure(self.context("WAIT for replicas failed"), e))?;
+        if acked < i64::from(replicas) {
+            return Err(Error::store(
+                STORE,
+                self.context(format_args!(
+                    "the events are on the primary but only {acked} of {replicas} replicas acknowledged them within \
+                     {timeout:?}; appending them again is safe"
+                )),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Entries of the stream from `start` to `end` (`XRANGE`) or, descending, from `end` down
+    /// to `start` (`XREVRANGE`), at most `count`.
+    async fn range(&self, order: Order, start: &str, end: &str, count: u64) -> Result<Vec<RawEntry>> {
+        let key = &self.inner.events_key;
+        let cmd = match order {
+            Order::Ascending => {
+                let mut c = redis::cmd("XRANGE");
+                c.arg(key).arg(start).arg(end);
+                c
+            }
+            Order::Descending => {
+                let mut c = redis::cmd("XREVRANGE");
+                c.arg(key).arg(end).arg(start);
+                c
+            }
+        };
+        let mut cmd = cmd;
+        cmd.arg("COUNT").arg(count);
+        let value: Value = cmd
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| failure(self.context(format_args!("cannot read `{key}`")), e))?;
+        parse_entries(value, key)
+    }
+
+    /// Up to `count` entries past `after` in `order`, the store's scan step.
+    async fn scan(&self, order: Order, after: Option<u64>, count: u64) -> Result<Vec<RawEntry>> {
+        match (order, after) {
+            (Order::Ascending, None) => self.range(order, "-", "+", count).await,
+            (Order::Ascending, Some(a)) => match a.checked_add(1) {
+                Some(next) => self.range(order, &format!("0-{next}"), "+", count).await,
+                None => Ok(Vec::new()),
+            },
+            (Order::Descending, None) => self.range(order, "-", "+", count).await,
+            (Order::Descending, Some(a)) if a <= 1 => Ok(Vec::new()),
+            (Order::Descending, Some(a)) => self.range(order, "-", &format!("0-{}", a - 1), count).await,
+        }
+    }
+
+    /// One page of `query` for [`paged_stream`].
+    async fn page(&self, query: EventQuery) -> Result<Page> {
+        let limit = query.limit.unwrap_or(u64::MAX);
+        if limit == 0 {
+            return Ok(Page { events: Vec::new(), next_after: None });
+        }
+        // Unfiltered, every entry scanned is a match: read no more than wanted.
+        let scan = if is_unfiltered(&query) { limit.min(PAGE_SIZE) } else { PAGE_SIZE };
+        let entries = self.scan(query.order, query.after_position, scan).await?;
+        let full_scan = entries.len() as u64 >= scan;
+        let mut events = Vec::new();
+        let mut last = None;
+        for entry in entries {
+            last = Some(entry.position);
+            if let Some(event) = entry.matching(&query, &self.inner.events_key)? {
+                events.push(event);
+                if events.len() as u64 >= limit {
+                    return Ok(Page { events, next_after: last });
+                }
+            }
+        }
+        Ok(Page { events, next_after: if full_scan { last } else { None } })
+    }
+}
+
+#[async_trait]
+impl EventStore for RedisStore {
+    fn name(&self) -> &str {
+        STORE
+    }
+
+    async fn append_batch(&self, events: &[&Envelope<dyn EventData>]) -> Result<Vec<AppendOutcome>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Encode everything first: a payload that cannot be serialized stores nothing.
+        let encoded = events.iter().map(|e| EncodedEvent::encode(e)).collect::<Result<Vec<_>>>()?;
+        let max = self.inner.max_event_bytes;
+        let mut chunks: Vec<&[EncodedEvent]> = Vec::new();
+        let (mut start, mut bytes) = (0, 0usize);
+        for (i, e) in encoded.iter().enumerate() {
+            let size = encoded_size(e);
+            if size > max {
+                return Err(Error::store(
+                    STORE,
+                    format!(
+                        "event {} (`{}`) is {size} bytes encoded, over the limit of {max} bytes \
+                         (RedisStoreBuilder::max_event_bytes); nothing of the batch was stored",
+                        e.id, e.event_type
+                    ),
+                ));
+            }
+            if bytes + size > CHUNK_BYTES && i > start {
+                chunks.push(&encoded[start..i]);
+                (start, bytes) = (i, 0);
+            }
+            bytes += size;
+        }
+        chunks.push(&encoded[start..]);
+        if chunks.len() > 1 {
+            tracing::debug!(events = encoded.len(), parts = chunks.len(), "redis store: batch split in parts");
+        }
+        let mut out = Vec::with_capacity(encoded.len());
+        for chunk in chunks {
+            self.append_chunk(chunk, &mut out).await?;
+        }
+        self.wait_for_replicas().await?;
+        Ok(out)
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<StoredEvent>> {
+        let ids_key = &self.inner.ids_key;
+        let position: Option<u64> = redis::cmd("HGET")
+            .arg(ids_key)
+            .arg(id.to_string())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| failure(self.context(format_args!("cannot read `{ids_key}`")), e))?;
+        let Some(position) = position else { return Ok(None) };
+        let entry_id = format!("0-{position}");
+        let mut entries = self.range(Order::Ascending, &entry_id, &entry_id, 1).await?;
+        match entries.pop() {
+            Some(entry) => entry.into_row(&self.inner.events_key)?.decode(STORE).map(Some),
+            None => {
+                tracing::warn!(
+                    %id, position, stream = %self.inner.events_key,
+                    "redis store: the id index names a position the stream no longer has (trimmed?)"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    async fn count(&self, query: &EventQuery) -> Result<u64> {
+        if is_unfiltered(query) {
+            let key = &self.inner.events_key;
+            return redis::cmd("XLEN")
+                .arg(key)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(|e| failure(self.context(format_args!("cannot count `{key}`")), e));
+        }
+        let mut n = 0;
+        let mut after = None;
+        loop {
+            let entries = self.scan(Order::Ascending, after, PAGE_SIZE).await?;
+            let full = entries.len() as u64 >= PAGE_SIZE;
+            for entry in entries {
+                after = Some(entry.position);
+                if entry.matching(query, &self.inner.events_key)?.is_some() {
+                    n += 1;
+                }
+            }
+            if !full {
+                return Ok(n);
+            }
+        }
+    }
+
+    fn stream(&self, query: EventQuery) -> BoxStream<'_, Result<StoredEvent>> {
+        paged_stream(query, move |q| self.page(q))
+    }
+}
+
+/// Whether `query` has no filter (position, limit and order aside).
+fn is_unfiltered(query: &EventQuery) -> bool {
+    let mut bare = query.clone();
+    bare.after_position = None;
+    bare.limit = None;
+    bare.order = Order::default();
+    bare == EventQuery::all()
+}
+
+/// `2026-01-01T12:00:00.000000Z`: what the `ts` field holds.
+fn format_ts(ts: DateTime<Utc>) -> String {
+    ts.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Bytes of the arguments an event adds to the script call.
+fn encoded_size(e: &EncodedEvent) -> usize {
+    const FIXED: usize = 128; // field names, `ts`, argument framing
+    let opt = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+    FIXED
+        + 2 * e.id.len()
+        + e.event_type.len()
+        + e.source.len()
+        + opt(&e.subject)
+        + opt(&e.version)
+        + opt(&e.tenant)
+        + opt(&e.correlation_id)
+        + e.data.len()
+        + e.metadata.len()
+}
+
+/// A stream entry as read, its fields still text.
+#[derive(Default)]
+struct RawEntry {
+    position: u64,
+    id: Option<String>,
+    event_type: Option<String>,
+    source: Option<String>,
+    subject: Option<String>,
+    version: Option<String>,
+    tenant: Option<String>,
+    correlation_id: Option<String>,
+    ts: Option<String>,
+    data: Option<String>,
+    metadata: Option<String>,
+}
+
+impl RawEntry {
+    /// The entry as a stored event if it matches `query`. The cheap text filters run before
+    /// the JSON is parsed; [`EventQuery::matches`] has the last word.
+    fn matching(self, query: &EventQuery, key: &str) -> Result<Option<StoredEvent>> {
+        let eq = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
+        let type_ok = query.event_types.is_empty()
+            || self.event_type.as_deref().is_some_and(|t| query.event_types.iter().any(|q| q == t));
+        let cheap = type_ok
+            && query.source.as_ref().is_none_or(|s| self.source.as_ref() == Some(s))
+            && eq(&query.subject, &self.subject)
+            && eq(&query.tenant, &self.tenant)
+            && eq(&query.correlation_id, &self.correlation_id);
+        if !cheap {
+            return Ok(None);
+        }
+        let event = self.into_row(key)?.decode(STORE)?;
+        Ok(query.matches(&event).then_some(event))
+    }
+
+    fn into_row(self, key: &str) -> Result<EncodedRow> {
+        let position = self.position;
+        let missing = |field: &str| {
+            Error::store(
+                STORE,
+                format!(
+                    "stream entry 0-{position} of `{key}` has no `{field}` field: the stream holds entries \
+                     RedisStore did not write"
+                ),
+            )
+        };
+        let ts = self.ts.ok_or_else(|| missing("ts"))?;
+        let timestamp = DateTime::parse_from_rfc3339(&ts)
+            .map_err(|e| {
+                Error::store(STORE, format!("stream entry 0-{position} of `{key}` has an unreadable time `{ts}`: {e}"))
+            })?
+            .with_timezone(&Utc);
+        Ok(EncodedRow {
+            position: i64::try_from(position).map_err(|_| {
+                Error::store(STORE, format!("stream entry 0-{position} of `{key}`: position too large"))
+            })?,
+            id: self.id.ok_or_else(|| missing("id"))?,
+            event_type: self.event_type.ok_or_else(|| missing("type"))?,
+            source: self.source.ok_or_else(|| missing("source"))?,
+            subject: self.subject,
+            timestamp,
+            version: self.version,
+            data: self.data.ok_or_else(|| missing("data"))?,
+            metadata: self.metadata,
+        })
+    }
+}
+
+/// Reads an `XRANGE` / `XREVRANGE` reply.
+fn parse_entries(value: Value, key: &str) -> Result<Vec<RawEntry>> {
+    let bad = |what: String| Error::store(STORE, format!("unexpected reply reading `{key}`: {what}"));
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Nil => return Ok(Vec::new()),
+        other => return Err(bad(format!("expected an array of entries, got {other:?}"))),
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Array(parts) = item else {
+            return Err(bad("an entry is not an array".into()));
+        };
+        let mut parts = parts.into_iter();
+        let (Some(id), Some(fields)) = (parts.next(), parts.next()) else {
+            return Err(bad("an entry has no id or no fields".into()));
+        };
+        let id = text(id).map_err(|e| bad(format!("an entry id is {e}")))?;
+        let position = match id.split_once('-') {
+            Some(("0", seq)) => seq.parse::<u64>().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            Error::store(
+                STORE,
+                format!("stream `{key}` holds entry {id}, not of the form 0-<position>: RedisStore did not write it"),
+            )
+        })?;
+        let pairs: Vec<(Value, Value)> = match fields {
+            Value::Array(flat) => {
+                let mut it = flat.into_iter();
+                let mut pairs = Vec::with_capacity(10);
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    pairs.push((k, v));
+                }
+                pairs
+            }
+            Value::Map(pairs) => pairs,
+            other => return Err(bad(format!("entry {id} has fields {other:?}"))),
+        };
+        let mut entry = RawEntry { position, ..RawEntry::default() };
+        for (k, v) in pairs {
+            let k = text(k).map_err(|e| bad(format!("a field name of entry {id} is {e}")))?;
+            let slot = match k.as_str() {
+                "id" => &mut entry.id,
+                "type" => &mut entry.event_type,
+                "source" => &mut entry.source,
+                "subject" => &mut entry.subject,
+                "version" => &mut entry.version,
+                "tenant" => &mut entry.tenant,
+                "correlation_id" => &mut entry.correlation_id,
+                "ts" => &mut entry.ts,
+                "data" => &mut entry.data,
+                "metadata" => &mut entry.metadata,
+                _ => continue,
+            };
+            *slot = Some(text(v).map_err(|e| bad(format!("field `{k}` of entry {id} is {e}")))?);
+        }
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+/// A string reply as text.
+fn text(value: Value) -> std::result::Result<String, String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes).map_err(|_| "not UTF-8".to_owned()),
+        Value::SimpleString(s) => Ok(s),
+        Value::VerbatimString { text, .. } => Ok(text),
+        other => Err(format!("not a string: {other:?}")),
+    }
+}
+
+/// The URL with its password, if any, replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_owned() };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &userinfo[..colon], &rest[at..]),
+        None => format!("{}***{}", &url[..scheme_end], &rest[at..]),
+    }
+}
+
+/// A Redis error with what the store was doing.
+#[derive(Debug)]
+struct RedisFailure {
+    context: String,
+    source: RedisError,
+}
+
+impl fmt::Display for RedisFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.context, self.source)
+    }
+}
+
+impl std::error::Error for RedisFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+fn failure(context: String, source: RedisError) -> Error {
+    Error::store(STORE, RedisFailure { context, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(redact("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+        assert_eq!(redact("redis://:secret@host:6379"), "redis://:***@host:6379");
+        assert_eq!(redact("redis://user:secret@host/1"), "redis://user:***@host/1");
+        assert_eq!(redact("rediss://token@host"), "rediss://***@host");
+        assert_eq!(redact("unix:///tmp/redis.sock"), "unix:///tmp/redis.sock");
+    }
+
+    #[test]
+    fn timestamps_have_six_fractional_digits() {
+        let t = DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z").expect("time").with_timezone(&Utc);
+        assert_eq!(format_ts(t), "2026-01-01T12:00:00.000000Z");
+        let t = t + chrono::Duration::microseconds(1234);
+        assert_eq!(format_ts(t), "2026-01-01T12:00:00.001234Z");
+    }
+
+    #[test]
+    fn unfiltered_ignores_position_limit_and_order() {
+        let mut q = EventQuery::all();
+        q.after_position = Some(3);
+        q.limit = Some(2);
+        q.order = Order::Descending;
+        assert!(is_unfiltered(&q));
+        q.tenant = Some("t".into());
+        assert!(!is_unfiltered(&q));
+    }
+}

@@ -1,0 +1,592 @@
+//! The event bus: order of sync handlers, vetoes, async handlers on the worker pool,
+//! panics, timeouts, backpressure, shutdown, dependencies, typed ⇄ dynamic dispatch.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use better_auth_events::prelude::*;
+use better_auth_events::{DeliveryFailure, EmitStatus, Error, Handler, ShutdownReport, UnfinishedDelivery};
+use tokio::sync::Notify;
+
+#[derive(Event, Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[event(name = "test.signup", version = "1.0.0")]
+struct Signup {
+    email: String,
+}
+
+#[derive(Event, Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[event(name = "test.job", version = "1.0.0")]
+struct Job {
+    n: u32,
+}
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn log() -> Log {
+    Arc::new(Mutex::new(Vec::new()))
+}
+
+fn entries(log: &Log) -> Vec<String> {
+    log.lock().unwrap().clone()
+}
+
+/// A sync handler of `Signup` that records `tag` and fails when `fail` is set.
+fn recorder(name: &'static str, priority: i32, log: &Log, fail: bool) -> Handler {
+    let log = Arc::clone(log);
+    Handler::typed(HandlerOptions::new().name(name).priority(priority), async move |e: &Envelope<Signup>| {
+        log.lock().unwrap().push(format!("{name}:{}", e.data.email));
+        if fail { Err(HandlerError::new(format!("{name} says no"))) } else { Ok(()) }
+    })
+}
+
+async fn wait_for(count: &AtomicUsize, n: usize) {
+    for _ in 0..500 {
+        if count.load(Ordering::SeqCst) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("only {} of {n} deliveries happened within 5 s", count.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn sync_handlers_run_by_priority_then_registration_order() {
+    let log = log();
+    let bus = EventBus::builder()
+        .handler(recorder("b", 0, &log, false))
+        .handler(recorder("a", 10, &log, false))
+        .handler(recorder("c", 0, &log, false))
+        .handler(recorder("z", -1, &log, false))
+        .build()
+        .await
+        .unwrap();
+    let receipt = bus.emit(Signup { email: "x@y.z".into() }).await.unwrap();
+    assert_eq!(entries(&log), ["a:x@y.z", "b:x@y.z", "c:x@y.z", "z:x@y.z"]);
+    assert_eq!(receipt.handlers_run, 4);
+    assert_eq!(receipt.status, EmitStatus::Emitted);
+    assert_eq!(receipt.async_deliveries, 0);
+}
+
+#[tokio::test]
+async fn the_first_sync_error_vetoes_the_emit_and_stops_later_handlers() {
+    let log = log();
+    let store = Arc::new(MemoryStore::new());
+    let async_runs = Arc::new(AtomicUsize::new(0));
+    let runs = Arc::clone(&async_runs);
+    let bus = EventBus::builder()
+        .handler(recorder("first", 2, &log, false))
+        .handler(recorder("veto", 1, &log, true))
+        .handler(recorder("never", 0, &log, false))
+        .handler(Handler::typed(HandlerOptions::asynchronous().name("after"), async move |_: &Envelope<Signup>| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), HandlerError>(())
+        }))
+        .store_arc(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let err = bus.emit(Signup { email: "bad@spam.example".into() }).await.unwrap_err();
+    match &err {
+        Error::Handler { handler, event_type, source } => {
+            assert_eq!(handler, "veto");
+            assert_eq!(event_type, "test.signup");
+            assert_eq!(source.to_string(), "veto says no");
+        }
+        other => panic!("expected a handler error, got {other:?}"),
+    }
+    assert_eq!(err.to_string(), "handler `veto` failed for event `test.signup`: veto says no");
+    assert_eq!(entries(&log), ["first:bad@spam.example", "veto:bad@spam.example"]);
+    // A vetoed event is neither stored nor handed to async handlers.
+    assert_eq!(store.query().count().await.unwrap(), 0);
+    bus.shutdown(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(async_runs.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn async_failures_never_reach_the_emitter_and_are_retried_then_reported() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let failures: Arc<Mutex<Vec<(String, u32, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let a = Arc::clone(&attempts);
+    let f = Arc::clone(&failures);
+    let policy = RetryPolicy::default().max_attempts(3).base(Duration::from_millis(5)).jitter(false);
+    let bus = EventBus::builder()
+        .handler(Handler::typed(
+            HandlerOptions::asynchronous().name("flaky").retry(policy),
+            async move |_: &Envelope<Job>| {
+                a.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(HandlerError::new("smtp down"))
+            },
+        ))
+        .on_failure(move |failure: &DeliveryFailure| {
+            f.lock().unwrap().push((failure.handler.to_string(), failure.attempts, failure.error.to_string()));
+        })
+        .build()
+        .await
+        .unwrap();
+    let receipt = bus.emit(Job { n: 1 }).await.expect("an async failure is not the emitter's error");
+    assert_eq!(receipt.async_deliveries, 1);
+    let report = bus.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    assert_eq!(failures.lock().unwrap().as_slice(), [("flaky".to_owned(), 3, "smtp down".to_owned())]);
+    let stats = bus.stats();
+    assert_eq!((stats.failed, stats.retried, stats.succeeded), (1, 2, 0));
+}
+
+#[tokio::test]
+async fn a_permanent_error_is_not_retried() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let a = Arc::clone(&attempts);
+    let bus = EventBus::builder()
+        .handler(Handler::typed(
+            HandlerOptions::asynchronous().name("strict").retry(RetryPolicy::default().max_attempts(5)),
+            async move |_: &Envelope<Job>| {
+                a.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(HandlerError::permanent("malformed"))
+            },
+        ))
+        .build()
+        .await
+        .unwrap();
+    bus.emit(Job { n: 1 }).await.unwrap();
+    bus.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    assert_eq!(bus.stats().failed, 1);
+}
+
+#[tokio::test]
+async fn a_panicking_sync_handler_is_an_error_with_the_panic_message() {
+    let bus = EventBus::builder()
+        .handler(Handler::typed(HandlerOptions::new().name("boom"), async |e: &Envelope<Job>| {
+            if e.data.n == 13 {
+                panic!("unlucky number {}", e.data.n);
+            }
+            Ok::<(), HandlerError>(())
+        }))
+        .build()
+        .await
+        .unwrap();
+    let err = bus.emit(Job { n: 13 }).await.unwrap_err();
+    assert!(matches!(err.as_handler_error(), Some(HandlerError::Panicked(m)) if m == "unlucky number 13"), "{err}");
+    // The bus lives on.
+    assert_eq!(bus.emit(Job { n: 1 }).await.unwrap().handlers_run, 1);
+}
+
+#[tokio::test]
+async fn a_panicking_async_handler_never_kills_a_worker() {
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = Arc::clone(&done);
+    let bus = EventBus::builder()
+        .workers(1)
+        .default_retry(RetryPolicy::none())
+        .handler(Handler::typed(
+            HandlerOptions::asynchronous().name("sometimes-panics"),
+            async move |e: &Envelope<Job>| {
+                if e.data.n.is_multiple_of(2) {
+                    panic!("even job {}", e.data.n);
+                }
+                d.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), HandlerError>(())
+            },
+        ))
+        .build()
+        .await
+        .unwrap();
+    for n in 0..10 {
+        bus.emit(Job { n }).await.unwrap();
+    }
+    // The one worker survives five panics and runs every odd job.
+    wait_for(&done, 5).await;
+    bus.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(bus.stats().panicked, 5);
+    assert_eq!(bus.stats().failed, 5);
+}
+
+#[tokio::test]
+async fn a_slow_handler_times_out() {
+    let bus = EventBus::builder()
+        .handler(Handler::typed(
+            HandlerOptions::new().name("slow").timeout(Duration::from_millis(20)),
+            async |_: &Envelope<Job>| {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok::<(), HandlerError>(())
+            },
+        ))
+        .build()
+        .await
+        .unwrap();
+    let err = bus.emit(Job { n: 1 }).await.unwrap_err();
+    assert!(
+        matches!(err.as_handler_error(), Some(HandlerError::Timeout(d)) if *d == Duration::from_millis(20)),
+        "{err}"
+    );
+}
+
+/// A bus with one worker whose handler blocks until `gate` is notified.
+async fn gated_bus(
+    queue: usize,
+    backpressure: BackpressurePolicy,
+    gate: Arc<Notify>,
+    started: Arc<AtomicUsize>,
+) -> EventBus {
+    EventBus::builder()
+        .workers(1)
+        .queue_size(queue)
+        .backpressure(backpressure)
+        .handler(Handler::typed(HandlerOptions::asynchronous().name("gated"), async move |_: &Envelope<Job>| {
+            started.fetch_add(1, Ordering::SeqCst);
+            gate.notified().await;
+            Ok::<(), HandlerError>(())
+        }))
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_full_queue_fails_fast_with_backpressure_never_a_silent_drop() {
+    let gate = Arc::new(Notify::new());
+    let started = Arc::new(AtomicUsize::new(0));
+    let bus = gated_bus(1, BackpressurePolicy::FailFast, gate.clone(), started.clone()).await;
+    bus.emit(Job { n: 1 }).await.unwrap(); // taken by the worker
+    wait_for(&started, 1).await;
+    bus.emit(Job { n: 2 }).await.unwrap(); // queued
+    let err = bus.emit(Job { n: 3 }).await.unwrap_err();
+    assert!(matches!(err, Error::Backpressure { capacity: 1, waited: None, .. }), "{err}");
+    gate.notify_one();
+    wait_for(&started, 2).await;
+    gate.notify_one();
+    let report = bus.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(report.is_complete());
+    assert_eq!(bus.stats().succeeded, 2);
+}
+
+#[tokio::test]
+async fn a_full_queue_waits_up_to_the_configured_time() {
+    let gate = Arc::new(Notify::new());
+    let started = Arc::new(AtomicUsize::new(0));
+    let bus = gated_bus(1, BackpressurePolicy::WaitFor(Duration::from_millis(50)), gate.clone(), started.clone()).await;
+    bus.emit(Job { n: 1 }).await.unwrap();
+    wait_for(&started, 1).await;
+    bus.emit(Job { n: 2 }).await.unwrap();
+    let t0 = std::time::Instant::now();
+    let err = bus.emit(Job { n: 3 }).await.unwrap_err();
+    assert!(t0.elapsed() >= Duration::from_millis(50));
+    assert!(matches!(err, Error::Backpressure { waited: Some(_), .. }), "{err}");
+    assert!(err.to_string().contains("after waiting 50ms"), "{err}");
+
+    // With room made while it waits, the same emit goes through.
+    let bus2 = bus.clone();
+    let waiting = tokio::spawn(async move { bus2.emit(Job { n: 4 }).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    gate.notify_one();
+    waiting.await.unwrap().expect("room was made within the wait");
+    gate.notify_one();
+    gate.notify_one();
+    bus.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_emit_needing_more_room_than_the_queue_has_is_refused() {
+    let mut builder = EventBus::builder().queue_size(2).backpressure(BackpressurePolicy::Wait);
+    for i in 0..3 {
+        builder = builder.handler(Handler::typed(
+            HandlerOptions::asynchronous().name(format!("h{i}")),
+            async |_: &Envelope<Job>| Ok::<(), HandlerError>(()),
+        ));
+    }
+    let bus = builder.build().await.unwrap();
+    let err = bus.emit(Job { n: 1 }).await.unwrap_err();
+    assert!(matches!(err, Error::Backpressure { capacity: 2, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_work_and_emit_after_it_is_closed() {
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = Arc::clone(&done);
+    let bus = EventBus::builder()
+        .workers(2)
+        .handler(Handler::typed(HandlerOptions::asynchronous().name("work"), async move |_: &Envelope<Job>| {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            d.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), HandlerError>(())
+        }))
+        .build()
+        .await
+        .unwrap();
+    for n in 0..20 {
+        bus.emit(Job { n }).await.unwrap();
+    }
+    let report = bus.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(report, ShutdownReport { drained: 20, unfinished: vec![] });
+    assert_eq!(done.load(Ordering::SeqCst), 20);
+    assert!(bus.is_closed());
+    let err = bus.emit(Job { n: 99 }).await.unwrap_err();
+    assert!(matches!(err, Error::Closed), "{err}");
+    assert_eq!(err.to_string(), "the event bus is shut down and accepts no more events");
+}
+
+#[tokio::test]
+async fn shutdown_reports_what_it_could_not_finish_by_the_deadline() {
+    let bus = EventBus::builder()
+        .workers(1)
+        .handler(Handler::typed(HandlerOptions::asynchronous().name("stuck"), async |_: &Envelope<Job>| {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<(), HandlerError>(())
+        }))
+        .build()
+        .await
+        .unwrap();
+    let first = bus.emit(Job { n: 1 }).await.unwrap();
+    let second = bus.emit(Job { n: 2 }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let report = bus.shutdown(Duration::from_millis(50)).await.unwrap();
+    assert!(!report.is_complete());
+    let mut ids: Vec<_> = report.unfinished.iter().map(|u: &UnfinishedDelivery| u.event_id).collect();
+    ids.sort();
+    assert_eq!(ids, [first.id, second.id]);
+    assert!(report.unfinished.iter().all(|u| u.handler == "stuck" && u.event_type == "test.job"));
+}
+
+#[tokio::test]
+async fn emit_sync_runs_async_handlers_inline_and_returns_their_error() {
+    let log = log();
+    let l = Arc::clone(&log);
+    let bus = EventBus::builder()
+        .handler(recorder("sync", 0, &log, false))
+        .handler(Handler::typed(HandlerOptions::asynchronous().name("mail"), async move |e: &Envelope<Signup>| {
+            l.lock().unwrap().push(format!("mail:{}", e.data.email));
+            if e.data.email.contains("fail") { Err(HandlerError::new("mail failed")) } else { Ok(()) }
+        }))
+        .build()
+        .await
+        .unwrap();
+    let receipt = bus.emit_sync(Signup { email: "a@b.c".into() }).await.unwrap();
+    assert_eq!(receipt.handlers_run, 2);
+    assert_eq!(receipt.async_deliveries, 0);
+    assert_eq!(entries(&log), ["sync:a@b.c", "mail:a@b.c"]);
+    let err = bus.emit_sync(Signup { email: "fail@b.c".into() }).await.unwrap_err();
+    assert!(err.to_string().contains("handler `mail` failed"), "{err}");
+}
+
+#[tokio::test]
+async fn emit_batch_stores_every_event_and_stops_at_the_first_veto() {
+    let log = log();
+    let store = Arc::new(MemoryStore::new());
+    let bus = EventBus::builder()
+        .handler(recorder("check", 0, &log, false))
+        .store_arc(store.clone())
+        .batch_size(2)
+        .build()
+        .await
+        .unwrap();
+    let events = (0..5).map(|i| Signup { email: format!("u{i}@x.y") });
+    let receipts = bus.emit_batch(events).await.unwrap();
+    assert_eq!(receipts.len(), 5);
+    let positions: Vec<_> = receipts.iter().map(|r| r.position).collect();
+    assert_eq!(positions, [1, 2, 3, 4, 5].map(Some));
+    assert_eq!(store.query().count().await.unwrap(), 5);
+
+    let vetoing =
+        EventBus::builder().handler(recorder("veto", 0, &log, true)).store_arc(store.clone()).build().await.unwrap();
+    let err = vetoing.emit_batch([Signup { email: "a@x.y".into() }]).await.unwrap_err();
+    assert!(matches!(err, Error::Handler { .. }));
+    assert_eq!(store.query().count().await.unwrap(), 5, "a vetoed batch stores nothing");
+}
+
+#[tokio::test]
+async fn dynamic_handlers_see_typed_events_as_json_and_typed_handlers_see_dynamic_ones() {
+    let seen_dynamic: Arc<Mutex<Vec<serde_json::Value>>> = Arc::new(Mutex::new(Vec::new()));
+    let seen_typed: Arc<Mutex<Vec<Signup>>> = Arc::new(Mutex::new(Vec::new()));
+    let bus = EventBus::new();
+    let sd = Arc::clone(&seen_dynamic);
+    bus.on("test.signup", async move |event: &Event| {
+        sd.lock().unwrap().push(event.data.clone());
+        Ok::<(), HandlerError>(())
+    })
+    .await
+    .unwrap();
+    let st = Arc::clone(&seen_typed);
+    bus.subscribe(async move |e: &Envelope<Signup>| {
+        st.lock().unwrap().push(e.data.clone());
+        Ok::<(), HandlerError>(())
+    })
+    .await
+    .unwrap();
+
+    bus.emit(Signup { email: "typed@x.y".into() }).await.unwrap();
+    bus.emit(Event::new("test.signup").with_data(json!({ "email": "dynamic@x.y" }))).await.unwrap();
+
+    assert_eq!(
+        seen_dynamic.lock().unwrap().as_slice(),
+        [json!({ "email": "typed@x.y" }), json!({ "email": "dynamic@x.y" })]
+    );
+    assert_eq!(
+        seen_typed.lock().unwrap().as_slice(),
+        [Signup { email: "typed@x.y".into() }, Signup { email: "dynamic@x.y".into() }]
+    );
+}
+
+#[tokio::test]
+async fn dynamic_events_of_a_registered_type_are_validated() {
+    let bus = EventBus::new();
+    let err = bus.emit(Event::new("test.signup").with_data(json!({ "mail": "x" }))).await.unwrap_err();
+    match &err {
+        Error::Validation { event_type, message } => {
+            assert_eq!(event_type, "test.signup");
+            assert_eq!(message, "missing required field 'email'");
+        }
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+    let err =
+        bus.emit(Event::new("test.signup").with_version("9.0.0").with_data(json!({ "email": "x" }))).await.unwrap_err();
+    assert!(err.to_string().contains("unknown version `9.0.0`; registered versions: 1.0.0"), "{err}");
+    // Unregistered names pass, and validation can be turned off.
+    bus.emit(Event::new("anything.else").with_data(json!({ "x": 1 }))).await.unwrap();
+    let lax = EventBus::builder().validate_dynamic(false).build().await.unwrap();
+    lax.emit(Event::new("test.signup").with_data(json!({ "mail": "x" }))).await.unwrap();
+}
+
+#[tokio::test]
+async fn registering_handlers_checks_names_limits_and_dependencies() {
+    let noop = |name: &'static str| {
+        Handler::typed(HandlerOptions::new().name(name), async |_: &Envelope<Job>| Ok::<(), HandlerError>(()))
+    };
+    let err = EventBus::builder().handler(noop("same")).handler(noop("same")).build().await.unwrap_err();
+    assert!(err.to_string().contains("handler `same` is registered twice"), "{err}");
+
+    let err = EventBus::builder()
+        .max_handlers_per_event(2)
+        .handlers([noop("a"), noop("b"), noop("c")])
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("event `test.job` already has 2 handlers"), "{err}");
+
+    let bus = EventBus::builder().max_handlers_per_event(1).handler(noop("one")).build().await.unwrap();
+    assert!(bus.register(noop("two")).is_err());
+    assert!(bus.unregister("one"));
+    bus.register(noop("two")).unwrap();
+    assert_eq!(bus.handlers().iter().map(|h| h.name().to_owned()).collect::<Vec<_>>(), ["two"]);
+
+    let err = EventBus::builder().workers(0).build().await.unwrap_err();
+    assert!(err.to_string().contains("`workers` must be at least 1"), "{err}");
+    let err = EventBus::builder().workers(4).backend(WorkerPool::new(1, 1)).build().await.unwrap_err();
+    assert!(err.to_string().contains("configure that backend instead"), "{err}");
+}
+
+#[tokio::test]
+async fn a_custom_backend_receives_async_deliveries_with_one_shared_serialization() {
+    /// Event type, handler name, CloudEvents JSON.
+    type Published = (EventType, String, Arc<[u8]>);
+
+    #[derive(Default)]
+    struct MockBackend {
+        published: Mutex<Vec<Published>>,
+    }
+
+    #[async_trait]
+    impl AsyncBackend for MockBackend {
+        async fn publish(&self, d: better_auth_events::Delivery) -> better_auth_events::Result<()> {
+            let json = d.cloudevent_json()?;
+            self.published.lock().unwrap().push((d.event_type().clone(), d.handler_name().to_owned(), json));
+            Ok(())
+        }
+        async fn close(&self, _: Duration) -> better_auth_events::Result<ShutdownReport> {
+            Ok(ShutdownReport::default())
+        }
+        fn name(&self) -> &str {
+            "mock"
+        }
+    }
+
+    let backend = Arc::new(MockBackend::default());
+    let mut builder = EventBus::builder().backend(Arc::clone(&backend));
+    for name in ["welcome-mail", "analytics"] {
+        builder = builder
+            .handler(Handler::typed(HandlerOptions::asynchronous().name(name), async |_: &Envelope<Signup>| {
+                Ok::<(), HandlerError>(())
+            }));
+    }
+    let bus = builder.build().await.unwrap();
+    assert_eq!(bus.backend_name(), "mock");
+    let receipt = bus.emit(Signup { email: "a@b.c".into() }).await.unwrap();
+    assert_eq!(receipt.async_deliveries, 2);
+    let published = backend.published.lock().unwrap();
+    assert_eq!(published.len(), 2);
+    assert_eq!(published[0].0, EventType::Custom("test.signup".into()));
+    assert_eq!(published.iter().map(|p| p.1.as_str()).collect::<Vec<_>>(), ["welcome-mail", "analytics"]);
+    // Both deliveries share one serialization of the event.
+    assert!(Arc::ptr_eq(&published[0].2, &published[1].2));
+    let doc: serde_json::Value = serde_json::from_slice(&published[0].2).unwrap();
+    assert_eq!(doc["type"], "test.signup");
+    assert_eq!(doc["id"], receipt.id.to_string());
+    assert_eq!(doc["data"]["email"], "a@b.c");
+}
+
+#[tokio::test]
+async fn a_store_failure_is_a_store_error_and_the_event_is_not_emitted() {
+    struct DownStore;
+    #[async_trait]
+    impl EventStore for DownStore {
+        fn name(&self) -> &str {
+            "down"
+        }
+        async fn append(
+            &self,
+            _: &Envelope<dyn EventData>,
+        ) -> better_auth_events::Result<better_auth_events::AppendOutcome> {
+            Err(Error::store("down", std::io::Error::other("connection refused")))
+        }
+        async fn append_batch(
+            &self,
+            _: &[&Envelope<dyn EventData>],
+        ) -> better_auth_events::Result<Vec<better_auth_events::AppendOutcome>> {
+            Err(Error::store("down", std::io::Error::other("connection refused")))
+        }
+        async fn get(&self, _: uuid::Uuid) -> better_auth_events::Result<Option<better_auth_events::StoredEvent>> {
+            Ok(None)
+        }
+        async fn count(&self, _: &better_auth_events::EventQuery) -> better_auth_events::Result<u64> {
+            Ok(0)
+        }
+        fn stream(
+            &self,
+            _: better_auth_events::EventQuery,
+        ) -> futures::stream::BoxStream<'_, better_auth_events::Result<better_auth_events::StoredEvent>> {
+            Box::pin(futures::stream::empty())
+        }
+    }
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&ran);
+    let bus = EventBus::builder()
+        .store(DownStore)
+        .handler(Handler::typed(HandlerOptions::asynchronous().name("after"), async move |_: &Envelope<Job>| {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), HandlerError>(())
+        }))
+        .build()
+        .await
+        .unwrap();
+    let err = bus.emit(Job { n: 1 }).await.unwrap_err();
+    assert_eq!(err.to_string(), "event store `down` failed: connection refused");
+    bus.shutdown(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "async handlers never saw an event the store refused");
+}
+
+#[tokio::test]
+async fn emit_stores_the_event_before_returning() {
+    let store = Arc::new(MemoryStore::new());
+    let bus = EventBus::builder().store_arc(store.clone()).source("/auth-service").build().await.unwrap();
+    let receipt = bus.emit(Signup { email: "a@b.c".into() }).await.unwrap();
+    assert_eq!(receipt.position, Some(1));
+    let stored = store.get(receipt.id).await.unwrap().expect("stored").event;
+    assert_eq!(stored.data, json!({ "email": "a@b.c" }));
+    assert_eq!(stored.source, "/auth-service");
+    assert_eq!(stored.version.as_deref(), Some("1.0.0"));
+    // Appends are idempotent on the id.
+    let again = bus.emit(stored.clone()).await.unwrap();
+    assert_eq!(again.position, Some(1));
+    assert_eq!(store.query().count().await.unwrap(), 1);
+}

@@ -1,0 +1,209 @@
+//! The envelope: CloudEvents 1.0 structured JSON both ways (checked against the
+//! `cloudevents-sdk` crate), typed ⇄ dynamic conversion, and no JSON on the in-process path.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use better_auth_events::auth::UserCreated;
+use better_auth_events::prelude::*;
+use better_auth_events::{Delivery, Handler, ShutdownReport};
+use cloudevents::AttributesReader;
+
+fn user() -> UserCreated {
+    UserCreated { user_id: "u-1".into(), email: "ann@example.com".into(), name: None, email_verified: true }
+}
+
+#[test]
+fn a_typed_envelope_round_trips_through_cloudevents_json() {
+    let env = Envelope::of(user())
+        .with_subject("user/u-1")
+        .with_source("/auth")
+        .with_correlation_id("corr-1")
+        .with_causation_id("cause-1")
+        .with_tenant("acme")
+        .with_actor("admin")
+        .with_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    let doc = env.to_cloudevent().unwrap();
+    assert_eq!(doc["specversion"], "1.0");
+    assert_eq!(doc["id"], env.id.to_string());
+    assert_eq!(doc["source"], "/auth");
+    assert_eq!(doc["type"], "user.created");
+    assert_eq!(doc["subject"], "user/u-1");
+    assert_eq!(doc["datacontenttype"], "application/json");
+    assert_eq!(doc["dataschema"], "urn:better-auth-events:schema:user.created:1.0.0");
+    assert_eq!(doc["schemaversion"], "1.0.0");
+    assert_eq!(doc["tenant"], "acme");
+    assert_eq!(doc["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    assert_eq!(
+        doc["data"],
+        json!({ "user_id": "u-1", "email": "ann@example.com", "name": null, "email_verified": true })
+    );
+
+    let back: Envelope<UserCreated> = Envelope::from_cloudevent(doc.clone()).unwrap();
+    assert_eq!(back.id, env.id);
+    assert_eq!(back.data, env.data);
+    assert_eq!(back.metadata, env.metadata);
+    assert_eq!(back.timestamp, env.timestamp);
+    assert_eq!(back.version.as_deref(), Some("1.0.0"));
+    let bytes = env.to_cloudevent_bytes().unwrap();
+    let again: Envelope<UserCreated> = Envelope::from_cloudevent_slice(&bytes).unwrap();
+    assert_eq!(again.data, env.data);
+}
+
+#[test]
+fn the_cloudevents_sdk_reads_what_we_write_and_we_read_what_it_writes() {
+    let env = Envelope::of(user()).with_correlation_id("corr-9").with_tenant("acme");
+    let doc = env.to_cloudevent().unwrap();
+    let theirs: cloudevents::Event = serde_json::from_value(doc).expect("a valid CloudEvents 1.0 document");
+    assert_eq!(theirs.id(), env.id.to_string());
+    assert_eq!(theirs.ty(), "user.created");
+    assert_eq!(theirs.source().to_string(), "/better-auth-events");
+    assert_eq!(theirs.specversion().to_string(), "1.0");
+    assert_eq!(theirs.extension("correlationid").map(ToString::to_string).as_deref(), Some("corr-9"));
+    assert_eq!(theirs.extension("tenant").map(ToString::to_string).as_deref(), Some("acme"));
+    assert_eq!(theirs.time().map(|t| t.timestamp_micros()), Some(env.timestamp.timestamp_micros()));
+
+    let written = serde_json::to_value(&theirs).unwrap();
+    let ours: Envelope<UserCreated> = Envelope::from_cloudevent(written).unwrap();
+    assert_eq!(ours.id, env.id);
+    assert_eq!(ours.data, env.data);
+    assert_eq!(ours.metadata.correlation_id.as_deref(), Some("corr-9"));
+    assert_eq!(ours.metadata.tenant.as_deref(), Some("acme"));
+}
+
+#[test]
+fn typed_and_dynamic_envelopes_convert_both_ways() {
+    let typed = Envelope::of(user()).with_tenant("acme");
+    let dynamic: Event = typed.to_dynamic().unwrap();
+    assert_eq!(dynamic.id, typed.id);
+    assert_eq!(dynamic.event_type, EventType::UserCreated);
+    assert_eq!(dynamic.data["email"], "ann@example.com");
+    assert_eq!(dynamic.metadata.tenant.as_deref(), Some("acme"));
+
+    let back: Envelope<UserCreated> = dynamic.clone().into_typed().unwrap();
+    assert_eq!(back.data, typed.data);
+    assert_eq!(back.id, typed.id);
+
+    let wrong_name = Event::new("user.deleted").with_data(dynamic.data.clone());
+    let err = wrong_name.into_typed::<UserCreated>().unwrap_err();
+    assert!(err.to_string().contains("expected an event named `user.created`"), "{err}");
+    let bad_data = Event::new("user.created").with_data(json!({ "user_id": 5 }));
+    assert!(bad_data.into_typed::<UserCreated>().is_err());
+}
+
+#[test]
+fn the_seed_event_has_its_fields_and_built_in_names_map_to_variants() {
+    let e = Event::new("user.created").with_data(json!({ "user_id": "123" }));
+    let Event { id, event_type, source, data, metadata, timestamp, .. } = &e;
+    assert_eq!(id.get_version_num(), 7);
+    assert_eq!(*event_type, EventType::UserCreated);
+    assert_eq!(source, "/better-auth-events");
+    assert_eq!(data["user_id"], "123");
+    assert_eq!(metadata.correlation_id, None);
+    assert!(*timestamp <= chrono::Utc::now());
+    assert_eq!(Event::new("order.paid").event_type, EventType::Custom("order.paid".into()));
+}
+
+// --- No JSON on the in-process path -----------------------------------------------------
+
+static SERIALIZATIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// An event that counts how often it is serialized.
+#[derive(Event, Deserialize, JsonSchema, Clone, Debug)]
+#[event(name = "counted.event")]
+struct Counted {
+    n: u64,
+}
+
+impl Serialize for Counted {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        SERIALIZATIONS.fetch_add(1, Ordering::SeqCst);
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Counted", 1)?;
+        st.serialize_field("n", &self.n)?;
+        st.end()
+    }
+}
+
+#[derive(Event, Deserialize, JsonSchema, Clone, Debug)]
+#[event(name = "counted.other")]
+struct CountedOther {
+    n: u64,
+}
+
+impl Serialize for CountedOther {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        SERIALIZATIONS.fetch_add(1, Ordering::SeqCst);
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("CountedOther", 1)?;
+        st.serialize_field("n", &self.n)?;
+        st.end()
+    }
+}
+
+/// Runs the serialization-counting checks in one test so the global counter is not shared
+/// with a test running in parallel.
+#[tokio::test]
+async fn the_in_process_path_serializes_nothing_and_a_boundary_serializes_once() {
+    let ran = Arc::new(AtomicUsize::new(0));
+    let mut builder = EventBus::builder().middleware(CorrelationMiddleware::new());
+    for i in 0..3 {
+        let r = Arc::clone(&ran);
+        builder = builder.handler(Handler::typed(
+            HandlerOptions::new().name(format!("sync{i}")),
+            async move |e: &Envelope<Counted>| {
+                r.fetch_add(e.data.n as usize, Ordering::SeqCst);
+                Ok::<(), HandlerError>(())
+            },
+        ));
+        let r = Arc::clone(&ran);
+        builder = builder.handler(Handler::typed(
+            HandlerOptions::asynchronous().name(format!("async{i}")),
+            async move |e: &Envelope<Counted>| {
+                r.fetch_add(e.data.n as usize, Ordering::SeqCst);
+                Ok::<(), HandlerError>(())
+            },
+        ));
+    }
+    let bus = builder.build().await.unwrap();
+    for _ in 0..100 {
+        bus.emit(Counted { n: 1 }).await.unwrap();
+    }
+    bus.emit_sync(Counted { n: 1 }).await.unwrap();
+    bus.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 606, "every handler ran for every event");
+    assert_eq!(SERIALIZATIONS.load(Ordering::SeqCst), 0, "typed in-process dispatch must not serialize");
+
+    // A boundary (here a backend shipping CloudEvents) serializes once per emit, shared by
+    // every delivery of it.
+    #[derive(Default)]
+    struct Shipping {
+        docs: Mutex<Vec<Arc<[u8]>>>,
+    }
+    #[async_trait]
+    impl AsyncBackend for Shipping {
+        async fn publish(&self, d: Delivery) -> better_auth_events::Result<()> {
+            self.docs.lock().unwrap().push(d.cloudevent_json()?);
+            Ok(())
+        }
+        async fn close(&self, _: Duration) -> better_auth_events::Result<ShutdownReport> {
+            Ok(ShutdownReport::default())
+        }
+        fn name(&self) -> &str {
+            "shipping"
+        }
+    }
+    let shipping = Arc::new(Shipping::default());
+    let mut builder = EventBus::builder().backend(Arc::clone(&shipping));
+    for i in 0..4 {
+        builder = builder.handler(Handler::typed(
+            HandlerOptions::asynchronous().name(format!("remote{i}")),
+            async |_: &Envelope<CountedOther>| Ok::<(), HandlerError>(()),
+        ));
+    }
+    let bus = builder.build().await.unwrap();
+    bus.emit(CountedOther { n: 7 }).await.unwrap();
+    assert_eq!(shipping.docs.lock().unwrap().len(), 4);
+    assert_eq!(SERIALIZATIONS.load(Ordering::SeqCst), 1, "one serialization for four deliveries");
+}

@@ -1,0 +1,178 @@
+//! The schema registry: dynamic schemas, validation with every violation, the version rules,
+//! lookups, and the bus validating dynamic events against it.
+
+use better_auth_events::prelude::*;
+use better_auth_events::schema::{CompatibilityMode, EventSchema, FieldType, SchemaOrigin, SchemaRegistry};
+use better_auth_events::{Error, ValidationMode};
+
+fn user_created_v1() -> EventSchema {
+    EventSchema::builder()
+        .name("user.created")
+        .version("1.0.0")
+        .field("user_id", FieldType::String, true)
+        .field("email", FieldType::String, true)
+        .build()
+}
+
+#[tokio::test]
+async fn the_seed_validation_example_works_as_written() -> Result<(), Error> {
+    let mut registry = SchemaRegistry::new();
+    registry.register(user_created_v1())?;
+    let bus = EventBus::builder().schema_registry(registry).build().await?;
+
+    bus.emit(Event::new("user.created").with_data(json!({
+        "user_id": "123",
+        "email": "user@example.com"
+    })))
+    .await?; // ✅ Valid
+
+    let err = bus.emit(Event::new("user.created").with_data(json!({ "user_id": "123" }))).await.unwrap_err();
+    assert_eq!(err.to_string(), "validation failed for event `user.created`: missing required field 'email'");
+    Ok(())
+}
+
+#[test]
+fn every_violation_is_reported_with_its_pointer() {
+    let mut registry = SchemaRegistry::new();
+    registry
+        .register(
+            EventSchema::builder()
+                .name("profile.updated")
+                .version("1.0.0")
+                .field("user_id", FieldType::String, true)
+                .field("age", FieldType::Integer, true)
+                .field("tags", FieldType::Array(Box::new(FieldType::String)), false)
+                .closed()
+                .build(),
+        )
+        .unwrap();
+    let bad = Event::new("profile.updated").with_data(json!({ "age": "old", "tags": ["a", 5], "nick": "x" }));
+    let err = registry.validate(&bad).unwrap_err().to_string();
+    for needle in ["missing required field 'user_id'", "unknown field 'nick'", "(at /age)", "(at /tags/1)"] {
+        assert!(err.contains(needle), "`{needle}` missing from: {err}");
+    }
+    assert_eq!(err.matches("; ").count(), 3, "four violations in one error: {err}");
+}
+
+#[test]
+fn derived_events_are_registered_with_their_generated_schemas() {
+    let registry = SchemaRegistry::from_registered_events().expect("no conflicts among derived events");
+    let s = registry.latest("user.created").expect("the built-in user.created");
+    assert_eq!(s.version.to_string(), "1.0.0");
+    assert!(matches!(s.origin, SchemaOrigin::Rust { type_name } if type_name.ends_with("auth::UserCreated")));
+    let ok = Event::new("user.created").with_data(json!({ "user_id": "u", "email": "e@x.y" }));
+    registry.validate(&ok).unwrap();
+    let wrong_type = Event::new("user.created").with_data(json!({ "user_id": 5, "email": "e@x.y" }));
+    assert!(registry.validate(&wrong_type).unwrap_err().to_string().contains("(at /user_id)"));
+    assert!(registry.versions("session.expired").len() == 1);
+    assert!(registry.list().count() >= 11);
+}
+
+#[test]
+fn version_rules_need_the_right_bump() {
+    let mut registry = SchemaRegistry::new();
+    registry.register(user_created_v1()).unwrap();
+    // Identical again: fine. Different content under the same version: refused.
+    registry.register(user_created_v1()).unwrap();
+    let changed =
+        EventSchema::builder().name("user.created").version("1.0.0").field("user_id", FieldType::String, true).build();
+    let err = registry.register(changed).unwrap_err().to_string();
+    assert!(err.contains("`user.created` 1.0.0 is already registered with a different schema"), "{err}");
+
+    // A compatible change under BACKWARD (e-mail becomes optional: old data still reads)
+    // needs at least a minor bump.
+    let optional_email = |v: &str| {
+        EventSchema::builder()
+            .name("user.created")
+            .version(v)
+            .field("user_id", FieldType::String, true)
+            .field("email", FieldType::String, false)
+            .build()
+    };
+    let err = registry.register(optional_email("1.0.1")).unwrap_err().to_string();
+    assert!(err.contains("1.0.0 → 1.0.1 is a patch bump"), "{err}");
+    assert!(err.contains("property became optional at `/properties/email`"), "{err}");
+    assert!(err.contains("a minor bump is needed: use version 1.1.0 or later"), "{err}");
+    registry.register(optional_email("1.1.0")).unwrap();
+
+    // Changing a field's type breaks BACKWARD: it needs a major bump.
+    let numeric_id = |v: &str| {
+        EventSchema::builder()
+            .name("user.created")
+            .version(v)
+            .field("user_id", FieldType::Integer, true)
+            .field("email", FieldType::String, false)
+            .build()
+    };
+    let err = registry.register(numeric_id("1.2.0")).unwrap_err().to_string();
+    assert!(err.contains("breaks BACKWARD compatibility"), "{err}");
+    assert!(err.contains("type changed at `/properties/user_id/type`"), "{err}");
+    assert!(err.contains("use version 2.0.0 or later"), "{err}");
+    registry.register(numeric_id("2.0.0")).unwrap();
+
+    // An identical schema needs no bump.
+    registry.register(numeric_id("2.0.1")).unwrap();
+    assert_eq!(
+        registry.versions("user.created").iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["1.0.0", "1.1.0", "2.0.0", "2.0.1"]
+    );
+    assert_eq!(registry.latest("user.created").unwrap().version.to_string(), "2.0.1");
+    assert!(registry.get("user.created", "1.1.0").is_some());
+    assert!(registry.get("user.created", "9.9.9").is_none());
+
+    let err = registry.register(EventSchema::builder().name("x").version("1.0").build()).unwrap_err().to_string();
+    assert!(err.contains("invalid version `1.0`"), "{err}");
+}
+
+#[test]
+fn transitive_modes_compare_with_every_earlier_version() {
+    let v = |version: &str, fields: &[&str]| {
+        let mut b = EventSchema::builder().name("t").version(version).closed();
+        for f in fields {
+            b = b.field(*f, FieldType::String, false);
+        }
+        b.build()
+    };
+    // FORWARD: new data must read with the old schema. Removing an optional field from a
+    // closed model is forward-compatible; adding one is not.
+    let mut plain = SchemaRegistry::with_mode(CompatibilityMode::Forward);
+    plain.register(v("1.0.0", &["a"])).unwrap();
+    plain.register(v("1.1.0", &["a", "b"])).unwrap_err();
+    let mut transitive = SchemaRegistry::with_mode(CompatibilityMode::FullTransitive);
+    transitive.register(v("1.0.0", &["a"])).unwrap();
+    transitive.register(v("2.0.0", &["a", "b"])).unwrap();
+    // Back to `a` alone is FULL-compatible with 2.0.0? No: it removes `b`. With 1.0.0 it is
+    // identical, but transitive checks 2.0.0 too.
+    let err = transitive.register(v("2.1.0", &["a"])).unwrap_err().to_string();
+    assert!(err.contains("FULL_TRANSITIVE"), "{err}");
+    let report = transitive.check_compatibility(&v("3.0.0", &["a", "b"]));
+    assert_eq!(report.mode, CompatibilityMode::FullTransitive);
+    assert!(!report.is_compatible(), "differs from 1.0.0");
+}
+
+#[tokio::test]
+async fn the_bus_can_be_lenient_or_reject_unknown_events() {
+    let registry = || {
+        let mut r = SchemaRegistry::new();
+        r.register(user_created_v1()).unwrap();
+        r
+    };
+    let invalid = || Event::new("user.created").with_data(json!({ "user_id": "123" }));
+    let lenient =
+        EventBus::builder().schema_registry(registry()).validation(ValidationMode::Lenient).build().await.unwrap();
+    lenient.emit(invalid()).await.expect("lenient lets it through");
+    let off = EventBus::builder().schema_registry(registry()).validation(ValidationMode::Off).build().await.unwrap();
+    off.emit(invalid()).await.expect("off does not check");
+
+    let strict = EventBus::builder().schema_registry(registry()).reject_unknown_events(true).build().await.unwrap();
+    let err = strict.emit(Event::new("order.paid")).await.unwrap_err();
+    assert!(err.to_string().contains("unknown event type"), "{err}");
+
+    // A valid dynamic event carries the version it was checked against.
+    let store = MemoryStore::new();
+    let bus = EventBus::builder().schema_registry(registry()).store(store.clone()).build().await.unwrap();
+    let receipt =
+        bus.emit(Event::new("user.created").with_data(json!({ "user_id": "1", "email": "e" }))).await.unwrap();
+    let stored = store.get(receipt.id).await.unwrap().unwrap();
+    assert_eq!(stored.event.version.as_deref(), Some("1.0.0"));
+}

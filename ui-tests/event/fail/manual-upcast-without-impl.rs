@@ -1,0 +1,15 @@
+use better_auth_events::prelude::*;
+
+#[derive(Event, Serialize, Deserialize, JsonSchema)]
+#[event(name = "user.created", version = "1.0.0")]
+struct UserCreatedV1 {
+    user_id: String,
+}
+
+#[derive(Event, Serialize, Deserialize, JsonSchema)]
+#[event(name = "user.created", version = "2.0.0", previous = UserCreatedV1, upcast = "manual")]
+struct UserCreated {
+    user_number: u64,
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use better_auth_events::prelude::*;
+
+#[derive(Event, Serialize, Deserialize)]
+struct UserCreated {
+    user_id: String,
+}
+
+fn main() {}

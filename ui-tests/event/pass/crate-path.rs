@@ -1,0 +1,11 @@
+use better_auth_events::prelude::*;
+
+#[derive(Event, Serialize, Deserialize, JsonSchema)]
+#[event(crate = "::better_auth_events")]
+struct UserCreated {
+    user_id: String,
+}
+
+fn main() {
+    assert_eq!(UserCreated::NAME, "user.created");
+}

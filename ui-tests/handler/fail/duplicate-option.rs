@@ -1,0 +1,14 @@
+use better_auth_events::prelude::*;
+
+#[derive(Event, Serialize, Deserialize, JsonSchema)]
+struct UserCreated {
+    user_id: String,
+}
+
+#[handler(priority = 1, priority = 2)]
+async fn on_user_created(e: &UserCreated) -> Result<(), HandlerError> {
+    let _ = e;
+    Ok(())
+}
+
+fn main() {}

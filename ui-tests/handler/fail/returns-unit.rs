@@ -1,0 +1,13 @@
+use better_auth_events::prelude::*;
+
+#[derive(Event, Serialize, Deserialize, JsonSchema)]
+struct UserCreated {
+    user_id: String,
+}
+
+#[handler]
+async fn on_user_created(e: &UserCreated) -> () {
+    let _ = e;
+}
+
+fn main() {}

@@ -1,0 +1,14 @@
+use better_auth_events::prelude::*;
+
+#[derive(Event, Serialize, Deserialize, JsonSchema)]
+struct UserCreated {
+    user_id: String,
+}
+
+#[handler]
+async fn on_user_created(e: &UserCreated, pair: (u8, u8)) -> Result<(), HandlerError> {
+    let _ = (e, pair);
+    Ok(())
+}
+
+fn main() {}

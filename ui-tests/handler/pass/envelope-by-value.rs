@@ -1,0 +1,21 @@
+use better_auth_events::prelude::*;
+
+#[derive(Event, Serialize, Deserialize, JsonSchema, Clone)]
+struct UserCreated {
+    user_id: String,
+}
+
+#[handler]
+async fn on_user_created(e: Envelope<UserCreated>) -> Result<(), HandlerError> {
+    // Owned: the data can be moved out.
+    let data: UserCreated = e.data;
+    assert_eq!(data.user_id, "u1");
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let bus = EventBus::builder().handlers(registered_handlers()).build().await.unwrap();
+    let receipt = bus.emit(UserCreated { user_id: "u1".into() }).await.unwrap();
+    assert_eq!(receipt.handlers_run, 1);
+}
