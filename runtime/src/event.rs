@@ -29,6 +29,10 @@ pub trait TypedEvent: Serialize + DeserializeOwned + schemars::JsonSchema + Send
     const PII_FIELDS: &'static [&'static str] = &[];
     /// `(new_key, old_key)` of fields marked `#[event(renamed_from = "old_key")]`.
     const RENAMED_FIELDS: &'static [(&'static str, &'static str)] = &[];
+    /// `(json_key, type_as_written, optional)` of every serialized field, as the snapshot
+    /// check of the derive records them in `events.lock/`.
+    #[doc(hidden)]
+    const FIELD_SHAPES: &'static [(&'static str, &'static str, bool)] = &[];
 
     /// The [`crate::EventType`] of this event, computed at compile time.
     const EVENT_TYPE: crate::EventType = crate::EventType::from_static(Self::NAME);
@@ -189,6 +193,9 @@ pub struct EventRegistration {
     pub module_path: &'static str,
     /// `(new_key, old_key)` of renamed fields.
     pub renamed_fields: &'static [(&'static str, &'static str)],
+    /// `(json_key, type_as_written, optional)` of every serialized field: what the
+    /// derive's compile-time snapshot check compares.
+    pub field_shapes: &'static [(&'static str, &'static str, bool)],
 }
 
 impl EventRegistration {
@@ -203,6 +210,7 @@ impl EventRegistration {
             schema: T::event_schema,
             module_path,
             renamed_fields: T::RENAMED_FIELDS,
+            field_shapes: T::FIELD_SHAPES,
         }
     }
 }
@@ -222,6 +230,9 @@ pub struct EventInfo {
     pub pii_fields: &'static [&'static str],
     /// JSON Schema of the payload.
     pub schema: schemars::Schema,
+    /// `(json_key, type_as_written, optional)` of every serialized field, as the derive's
+    /// compile-time snapshot check records them.
+    pub field_shapes: &'static [(&'static str, &'static str, bool)],
 }
 
 /// The module of the built-in authentication events (`better_auth_events::auth`).
@@ -267,6 +278,7 @@ pub fn registered_events() -> Vec<EventInfo> {
             type_name: (r.type_name)(),
             pii_fields: r.pii_fields,
             schema: (r.schema)(),
+            field_shapes: r.field_shapes,
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(b.name).then_with(|| a.version.cmp(&b.version)));

@@ -124,6 +124,9 @@ pub(crate) fn expand(input: &syn::DeriveInput) -> syn::Result<TokenStream> {
     let krate = container.krate.clone().unwrap_or_else(|| syn::parse_quote!(::better_auth_events));
     let private = quote!(#krate::__private);
     let (rename_new, rename_old): (Vec<&String>, Vec<&String>) = renames.iter().map(|(n, o)| (n, o)).unzip();
+    let shape_keys = shapes.iter().map(|(f, _)| &f.key);
+    let shape_types = shapes.iter().map(|(f, _)| &f.ty);
+    let shape_optional = shapes.iter().map(|(f, _)| f.optional);
     let previous = container.previous.as_ref().map(|prev| {
         let manual = container.manual_upcast.as_ref().is_some_and(|u| u.value() == "manual");
         let registration = if manual {
@@ -157,6 +160,8 @@ pub(crate) fn expand(input: &syn::DeriveInput) -> syn::Result<TokenStream> {
                 const VERSION: &'static str = #version;
                 const PII_FIELDS: &'static [&'static str] = &[#(#pii_keys),*];
                 const RENAMED_FIELDS: &'static [(&'static str, &'static str)] = &[#((#rename_new, #rename_old)),*];
+                const FIELD_SHAPES: &'static [(&'static str, &'static str, bool)] =
+                    &[#((#shape_keys, #shape_types, #shape_optional)),*];
             }
 
             #previous

@@ -90,13 +90,46 @@ pub(crate) fn diff(old: &[FieldShape], new: &[FieldShape]) -> Vec<ShapeChange> {
     out
 }
 
-/// The snapshot directory, if snapshots are in use (the directory exists).
+/// The snapshot directory, if snapshots are in use (the directory exists, or update mode
+/// is on: then it is created).
+///
+/// Without one, snapshots are simply not checked; the first derive of a compilation says
+/// once, on the build's output, how to start using them (not for this crate's own
+/// events, and not when `BAE_EVENTS_LOCK=off`).
 pub(crate) fn dir() -> Option<PathBuf> {
     let dir = match std::env::var_os(DIR_VAR) {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR")?).join("events.lock"),
     };
-    dir.is_dir().then_some(dir)
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if update_mode() {
+        return std::fs::create_dir_all(&dir).is_ok().then_some(dir);
+    }
+    note_missing(&dir);
+    None
+}
+
+/// Prints, once per compilation, how to start using snapshots. A proc macro cannot emit a
+/// warning on stable Rust; cargo shows what the compiler prints that is not a diagnostic.
+fn note_missing(dir: &Path) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let own = std::env::var("CARGO_PKG_NAME").is_ok_and(|p| p == "better-auth-events");
+    let off = std::env::var(UPDATE_VAR).is_ok_and(|v| v == "off");
+    let primary = std::env::var_os("CARGO_PRIMARY_PACKAGE").is_some();
+    if own || off || !primary || SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "note: better-auth-events: no {} directory, so event schemas are not checked at \
+             compile time; run `{UPDATE_VAR}=update cargo test` once to create it with a snapshot \
+             of every event, then commit it (`{UPDATE_VAR}=off` silences this note)",
+            dir.display()
+        );
+    }
 }
 
 /// Whether update mode is on.

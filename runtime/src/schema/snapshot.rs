@@ -51,7 +51,7 @@ impl fmt::Display for SnapshotReport {
         if self.no_directory {
             return write!(
                 f,
-                "no events.lock directory: create it (`mkdir events.lock`) and run `{UPDATE_VAR}=update cargo test` to record the schemas of your events, then commit it"
+                "no events.lock directory: run `{UPDATE_VAR}=update cargo test` once to create it with the schemas of your events, then commit it"
             );
         }
         write!(f, "{} checked, {} written", self.checked.len(), self.written.len())?;
@@ -79,6 +79,10 @@ fn read_json(path: &Path) -> Result<Value> {
 pub fn check_snapshots_with(dir: impl AsRef<Path>, update: bool) -> Result<SnapshotReport> {
     let dir = dir.as_ref();
     let mut report = SnapshotReport::default();
+    if !dir.is_dir() && update {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Schema(format!("cannot create the snapshot directory {}: {e}", dir.display())))?;
+    }
     if !dir.is_dir() {
         report.no_directory = true;
         tracing::info!(target: "better_auth_events", "{report}");
@@ -97,6 +101,11 @@ pub fn check_snapshots_with(dir: impl AsRef<Path>, update: bool) -> Result<Snaps
                     serde_json::json!({ "name": event.name, "version": event.version.to_string(), "type": event.type_name })
                 };
                 if let Some(map) = doc.as_object_mut() {
+                    // The fields the derive compares at compile time, in case the crate was
+                    // not recompiled in update mode (cargo does not rebuild for a variable).
+                    if !map.contains_key("fields") {
+                        map.insert("fields".into(), fields_of(event.field_shapes));
+                    }
                     map.insert("schema".into(), schema.clone());
                 }
                 write_json(&path, &doc)?;
@@ -136,6 +145,9 @@ pub fn check_snapshots_with(dir: impl AsRef<Path>, update: bool) -> Result<Snaps
             }
             _ if update => {
                 if let Some(map) = doc.as_object_mut() {
+                    if !map.contains_key("fields") {
+                        map.insert("fields".into(), fields_of(event.field_shapes));
+                    }
                     map.insert("schema".into(), schema);
                 }
                 write_json(&path, &doc)?;
@@ -199,6 +211,14 @@ fn write_migrations(dir: &Path, name: &str, version: &Version, schema: &Value) -
         out.push(plan.write_sql_migration(dir.join("migrations").join(sub), dialect)?);
     }
     Ok(out)
+}
+
+/// The `fields` list of a snapshot, as the derive writes it.
+fn fields_of(shapes: &[(&str, &str, bool)]) -> serde_json::Value {
+    shapes
+        .iter()
+        .map(|(key, ty, optional)| serde_json::json!({ "key": key, "type": ty, "optional": optional }))
+        .collect()
 }
 
 fn write_json(path: &Path, doc: &Value) -> Result<()> {
