@@ -207,3 +207,22 @@ async fn the_in_process_path_serializes_nothing_and_a_boundary_serializes_once()
     assert_eq!(shipping.docs.lock().unwrap().len(), 4);
     assert_eq!(SERIALIZATIONS.load(Ordering::SeqCst), 1, "one serialization for four deliveries");
 }
+
+#[test]
+fn ids_are_uuidv7_strictly_increasing_and_carry_the_event_time() {
+    let events: Vec<Event> = (0..5_000).map(|_| Event::new("id.order")).collect();
+    for pair in events.windows(2) {
+        assert!(pair[0].id < pair[1].id, "{} is not below {}", pair[0].id, pair[1].id);
+    }
+    let typed = Envelope::of(user());
+    for (id, time) in events.iter().map(|e| (e.id, e.timestamp)).chain([(typed.id, typed.timestamp)]) {
+        assert_eq!(id.get_version_num(), 7);
+        let (secs, nanos) = id.get_timestamp().expect("a v7 id has a timestamp").to_unix();
+        // The id's millisecond is the event time's (one clock reading for both), unless the
+        // id counter overflowed within a millisecond and moved the id's time ahead.
+        let id_ms = secs as i64 * 1000 + i64::from(nanos / 1_000_000);
+        let diff = id_ms - time.timestamp_millis();
+        assert!((0..=1).contains(&diff), "id {id} at {id_ms} ms, event at {time}");
+    }
+    assert!(better_auth_events::new_event_id() > events[events.len() - 1].id);
+}

@@ -370,14 +370,19 @@ impl EventBus {
 
     /// Emits an event: a typed event, an `Envelope<T>` or a dynamic [`Event`].
     /// See the type's documentation for the order of work.
-    pub async fn emit<E: IntoEnvelope>(&self, event: E) -> Result<EmitReceipt> {
-        self.dispatch(event.into_envelope(), Phase::Emit).await
+    ///
+    /// The event's envelope (id, time) is made when `emit` is called; the work happens when
+    /// the returned future is awaited.
+    pub fn emit<E: IntoEnvelope>(&self, event: E) -> impl Future<Output = Result<EmitReceipt>> + Send + '_ {
+        // Not an `async fn`: the future is then `dispatch`'s own, not one more layer that
+        // also keeps the event (smaller to build and move on every emit).
+        self.dispatch(event.into_envelope(), Phase::Emit)
     }
 
     /// Emits an event running every handler inline, async ones included, and returns the
     /// first error of any (seed 002's `EmitSync`).
-    pub async fn emit_sync<E: IntoEnvelope>(&self, event: E) -> Result<EmitReceipt> {
-        self.dispatch(event.into_envelope(), Phase::AllInline).await
+    pub fn emit_sync<E: IntoEnvelope>(&self, event: E) -> impl Future<Output = Result<EmitReceipt>> + Send + '_ {
+        self.dispatch(event.into_envelope(), Phase::AllInline)
     }
 
     /// Emits several events of one type. Each goes through validation, middleware and
@@ -427,16 +432,29 @@ impl EventBus {
         self.inner.closed.load(Ordering::Acquire)
     }
 
-    async fn dispatch<T: EventData>(&self, mut env: Envelope<T>, phase: Phase) -> Result<EmitReceipt> {
-        match self.run_inline(&mut env, phase).await? {
-            Prepared::Dropped(receipt) => Ok(receipt),
-            Prepared::Ready { mut receipt, route } => {
-                if let Some(store) = &self.inner.store {
-                    receipt.position = Some(store.append(&env).await?.position());
-                }
-                receipt.async_deliveries = self.publish_async(env, route.as_deref()).await?;
-                Ok(receipt)
+    /// The work of one emit. Written as a function returning an `async move` block that
+    /// uses `env` in place: an `async fn` would keep the envelope twice in its state (as
+    /// its argument and as a local), and every emit builds and moves that state.
+    #[allow(clippy::manual_async_fn, reason = "an `async fn` would store the envelope twice")]
+    fn dispatch<T: EventData>(
+        &self,
+        mut env: Envelope<T>,
+        phase: Phase,
+    ) -> impl Future<Output = Result<EmitReceipt>> + Send + '_ {
+        async move {
+            // Destructured in a `let`, so the `?` temporaries do not live across the later awaits.
+            let (mut receipt, route) = match self.run_inline(&mut env, phase).await? {
+                Prepared::Dropped(receipt) => return Ok(receipt),
+                Prepared::Ready { receipt, route } => (receipt, route),
+            };
+            if let Some(store) = &self.inner.store {
+                receipt.position = Some(store.append(&env).await?.position());
             }
+            if route.is_some() {
+                // Boxed: only emits with async handlers pay for its (large) state.
+                receipt.async_deliveries = Box::pin(self.publish_async(env, route.as_deref())).await?;
+            }
+            Ok(receipt)
         }
     }
 
@@ -470,8 +488,8 @@ impl EventBus {
                 }
             }
         }
-        let table = inner.routes.load();
-        let route = table.routes.get(env.event_type.as_str()).cloned();
+        // The route is cloned out so no table guard is held across the handlers' awaits.
+        let route = inner.routes.load().routes.get(env.event_type.as_str()).cloned();
         let mut handlers_run = 0;
         if let Some(route) = &route {
             let extra: &[Handler] = match phase {
@@ -602,7 +620,8 @@ fn handler_takes(h: &Handler, env: &Envelope<dyn EventData>) -> bool {
 /// The other representations of one event that some handlers need, made once per emit.
 #[derive(Default)]
 struct Conversions {
-    dynamic: Option<Event>,
+    /// Boxed: rarely needed, and it would make every emit's future larger.
+    dynamic: Option<Box<Event>>,
     typed: Vec<(Option<TypeId>, Arc<SharedEvent>)>,
 }
 
@@ -617,14 +636,14 @@ impl Conversions {
             return Ok(Arc::clone(done));
         }
         let dynamic = match &mut self.dynamic {
-            Some(d) => &*d,
+            Some(d) => &**d,
             None => {
                 let d = env.to_dynamic().map_err(|e| crate::HandlerError::EventMismatch {
                     event_type: env.event_type.to_string(),
                     expected: "serde_json::Value",
                     reason: e.to_string(),
                 })?;
-                &*self.dynamic.insert(d)
+                &**self.dynamic.insert(Box::new(d))
             }
         };
         let converted = h.inner.call.convert(dynamic)?;

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
@@ -89,9 +89,30 @@ pub struct Envelope<T: ?Sized = Value> {
 /// A dynamic event: a name and a JSON payload, as in `Event::new("user.created")`.
 pub type Event = Envelope<Value>;
 
+/// The UUIDv7 clock sequence of this process: ids made here increase strictly, even within
+/// one millisecond or when the system clock steps back.
+static ID_CONTEXT: std::sync::Mutex<uuid::ContextV7> = std::sync::Mutex::new(uuid::ContextV7::new());
+
 /// A fresh time-ordered event id (UUIDv7).
 pub fn new_event_id() -> Uuid {
-    Uuid::now_v7()
+    id_at(Utc::now())
+}
+
+/// The UUIDv7 of an event made at `time`.
+fn id_at(time: DateTime<Utc>) -> Uuid {
+    let seconds = u64::try_from(time.timestamp()).unwrap_or(0);
+    Uuid::new_v7(uuid::Timestamp::from_unix(&ID_CONTEXT, seconds, time.timestamp_subsec_nanos()))
+}
+
+/// A fresh id and the current time (microseconds, what every store keeps), from one
+/// reading of the clock.
+fn id_and_time() -> (Uuid, DateTime<Utc>) {
+    // From the raw clock: cheaper than `Utc::now()` followed by `trunc_subsecs(6)`.
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (seconds, nanos) = (since_epoch.as_secs(), since_epoch.subsec_micros() * 1000);
+    let id = Uuid::new_v7(uuid::Timestamp::from_unix(&ID_CONTEXT, seconds, nanos));
+    let time = i64::try_from(seconds).ok().and_then(|s| DateTime::from_timestamp(s, nanos)).unwrap_or_default();
+    (id, time)
 }
 
 impl Event {
@@ -151,13 +172,14 @@ impl<T: TypedEvent> From<T> for Envelope<T> {
 
 impl<T> Envelope<T> {
     pub(crate) fn with_type(event_type: EventType, version: Option<Cow<'static, str>>, data: T) -> Self {
+        // Microseconds: what every store keeps, so a stored event reads back equal.
+        let (id, timestamp) = id_and_time();
         Self {
-            id: new_event_id(),
+            id,
             event_type,
             source: Cow::Borrowed(DEFAULT_SOURCE),
             subject: None,
-            // Microseconds: what every store keeps, so a stored event reads back equal.
-            timestamp: Utc::now().trunc_subsecs(6),
+            timestamp,
             version,
             metadata: EventMetadata::default(),
             data,

@@ -682,7 +682,9 @@ impl Handler {
         use futures::FutureExt;
         let fut = std::panic::AssertUnwindSafe(self.inner.call.call(env, ctx)).catch_unwind();
         let outcome = match self.inner.timeout {
-            Some(limit) => match tokio::time::timeout(limit, fut).await {
+            // Boxed: a timer is large, and only handlers with a timeout pay for it; the
+            // future of every other emit stays small (cheaper to build and move).
+            Some(limit) => match Box::pin(tokio::time::timeout(limit, fut)).await {
                 Ok(outcome) => outcome,
                 Err(_) => return Err(HandlerError::Timeout(limit)),
             },
