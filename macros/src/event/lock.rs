@@ -105,7 +105,20 @@ pub(crate) fn dir() -> Option<PathBuf> {
         return Some(dir);
     }
     if update_mode() {
-        return std::fs::create_dir_all(&dir).is_ok().then_some(dir);
+        return match std::fs::create_dir_all(&dir) {
+            Ok(()) => Some(dir),
+            Err(e) => {
+                // The derive has no span to hang this on; say it rather than skip silently.
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!(
+                        "warning: better-auth-events: cannot create {} ({e}); no snapshot was written",
+                        dir.display()
+                    );
+                }
+                None
+            }
+        };
     }
     note_missing(&dir);
     None
