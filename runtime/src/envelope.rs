@@ -95,13 +95,7 @@ static ID_CONTEXT: std::sync::Mutex<uuid::ContextV7> = std::sync::Mutex::new(uui
 
 /// A fresh time-ordered event id (UUIDv7).
 pub fn new_event_id() -> Uuid {
-    id_at(Utc::now())
-}
-
-/// The UUIDv7 of an event made at `time`.
-fn id_at(time: DateTime<Utc>) -> Uuid {
-    let seconds = u64::try_from(time.timestamp()).unwrap_or(0);
-    Uuid::new_v7(uuid::Timestamp::from_unix(&ID_CONTEXT, seconds, time.timestamp_subsec_nanos()))
+    id_and_time().0
 }
 
 /// A fresh id and the current time (microseconds, what every store keeps), from one

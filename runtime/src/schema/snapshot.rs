@@ -100,14 +100,7 @@ pub fn check_snapshots_with(dir: impl AsRef<Path>, update: bool) -> Result<Snaps
                 } else {
                     serde_json::json!({ "name": event.name, "version": event.version.to_string(), "type": event.type_name })
                 };
-                if let Some(map) = doc.as_object_mut() {
-                    // The fields the derive compares at compile time, in case the crate was
-                    // not recompiled in update mode (cargo does not rebuild for a variable).
-                    if !map.contains_key("fields") {
-                        map.insert("fields".into(), fields_of(event.field_shapes));
-                    }
-                    map.insert("schema".into(), schema.clone());
-                }
+                record_schema(&mut doc, event.field_shapes, schema.clone());
                 write_json(&path, &doc)?;
                 report.migrations.extend(write_migrations(dir, event.name, &event.version, &schema)?);
                 report.written.push(id);
@@ -144,12 +137,7 @@ pub fn check_snapshots_with(dir: impl AsRef<Path>, update: bool) -> Result<Snaps
                 }
             }
             _ if update => {
-                if let Some(map) = doc.as_object_mut() {
-                    if !map.contains_key("fields") {
-                        map.insert("fields".into(), fields_of(event.field_shapes));
-                    }
-                    map.insert("schema".into(), schema);
-                }
+                record_schema(&mut doc, event.field_shapes, schema);
                 write_json(&path, &doc)?;
                 report.written.push(id);
             }
@@ -213,12 +201,18 @@ fn write_migrations(dir: &Path, name: &str, version: &Version, schema: &Value) -
     Ok(out)
 }
 
-/// The `fields` list of a snapshot, as the derive writes it.
-fn fields_of(shapes: &[(&str, &str, bool)]) -> serde_json::Value {
-    shapes
-        .iter()
-        .map(|(key, ty, optional)| serde_json::json!({ "key": key, "type": ty, "optional": optional }))
-        .collect()
+/// Puts `schema` into a snapshot document, and the fields the derive compares at compile
+/// time when the document has none yet (the crate may not have been recompiled in update
+/// mode: cargo does not rebuild for an environment variable).
+fn record_schema(doc: &mut Value, shapes: &[(&str, &str, bool)], schema: Value) {
+    let Some(map) = doc.as_object_mut() else { return };
+    map.entry("fields").or_insert_with(|| {
+        shapes
+            .iter()
+            .map(|(key, ty, optional)| serde_json::json!({ "key": key, "type": ty, "optional": optional }))
+            .collect()
+    });
+    map.insert("schema".into(), schema);
 }
 
 fn write_json(path: &Path, doc: &Value) -> Result<()> {
