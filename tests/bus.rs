@@ -350,6 +350,32 @@ async fn shutdown_reports_what_it_could_not_finish_by_the_deadline() {
 }
 
 #[tokio::test]
+async fn an_emit_waiting_for_room_at_shutdown_is_refused_or_reported_never_lost() {
+    let gate = Arc::new(Notify::new());
+    let started = Arc::new(AtomicUsize::new(0));
+    let bus = gated_bus(1, BackpressurePolicy::Wait, gate.clone(), started.clone()).await;
+    let first = bus.emit(Job { n: 1 }).await.unwrap(); // running, blocked on the gate
+    wait_for(&started, 1).await;
+    let second = bus.emit(Job { n: 2 }).await.unwrap(); // queued: the queue is full
+    let b = bus.clone();
+    let waiting = tokio::spawn(async move { b.emit(Job { n: 3 }).await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!waiting.is_finished(), "the third emit waits for room");
+
+    let report = bus.shutdown(Duration::from_millis(100)).await.unwrap();
+    let mut expected = vec![first.id, second.id];
+    match waiting.await.unwrap() {
+        Ok(third) => expected.push(third.id),
+        Err(e) => assert!(matches!(e, Error::Closed), "{e}"),
+    }
+    let mut ids: Vec<_> = report.unfinished.iter().map(|u: &UnfinishedDelivery| u.event_id).collect();
+    ids.sort();
+    expected.sort();
+    assert_eq!(ids, expected, "every delivery not run is in the report");
+    assert_eq!(started.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn emit_sync_runs_async_handlers_inline_and_returns_their_error() {
     let log = log();
     let l = Arc::clone(&log);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::envelope::Envelope;
@@ -71,6 +71,12 @@ pub(crate) struct Stats {
 #[derive(Clone)]
 pub struct Delivery {
     pub(crate) event: Arc<SharedEvent>,
+    pub(crate) target: Arc<DeliveryTarget>,
+}
+
+/// The handler of a delivery and what the bus gives it, shared by every delivery to that
+/// handler (made when the bus's handlers change, not per emit).
+pub(crate) struct DeliveryTarget {
     pub(crate) handler: Handler,
     pub(crate) env: Arc<DeliveryEnv>,
 }
@@ -80,7 +86,7 @@ impl fmt::Debug for Delivery {
         f.debug_struct("Delivery")
             .field("event_id", &self.event.env.id)
             .field("event_type", &self.event.env.event_type)
-            .field("handler", &self.handler.name())
+            .field("handler", &self.target.handler.name())
             .finish()
     }
 }
@@ -103,17 +109,17 @@ impl Delivery {
 
     /// The handler this delivery is for.
     pub fn handler_name(&self) -> &str {
-        self.handler.name()
+        self.target.handler.name()
     }
 
     /// The handler this delivery is for.
     pub fn handler(&self) -> &Handler {
-        &self.handler
+        &self.target.handler
     }
 
     /// The stable delivery id (UUIDv5 of event id and handler name).
     pub fn delivery_id(&self) -> Uuid {
-        self.event.env.delivery_id(self.handler.name())
+        self.event.env.delivery_id(self.target.handler.name())
     }
 
     /// The event as a CloudEvents 1.0 structured JSON document. Serialized once per emit
@@ -127,14 +133,18 @@ impl Delivery {
     pub async fn execute(&self, attempt: u32) -> std::result::Result<(), HandlerError> {
         let ctx = HandlerContext {
             event_id: self.event.env.id,
-            handler: self.handler.inner.name.clone(),
+            handler: self.target.handler.inner.name.clone(),
             attempt,
             mode: HandlerMode::Async,
             replay: self.event.env.metadata.replay,
-            deps: Arc::clone(&self.env.deps),
+            deps: Arc::clone(&self.target.env.deps),
         };
-        let run = self.handler.invoke(&self.event.env, &ctx);
-        if self.env.track_cause { crate::bus::with_cause(&self.event.env, run).await } else { run.await }
+        let run = self.target.handler.invoke(&self.event.env, &ctx);
+        if self.target.env.track_cause {
+            Box::pin(crate::bus::with_cause(&self.event.env, run)).await
+        } else {
+            run.await
+        }
     }
 
     /// Runs the handler with its retry policy (the handler's own, else the bus default) and
@@ -147,20 +157,21 @@ impl Delivery {
         loop {
             match self.execute(attempt).await {
                 Ok(()) => {
-                    self.env.stats.succeeded.fetch_add(1, Ordering::Relaxed);
+                    self.target.env.stats.succeeded.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
                 Err(error) => {
                     if matches!(error, HandlerError::Panicked(_)) {
-                        self.env.stats.panicked.fetch_add(1, Ordering::Relaxed);
+                        self.target.env.stats.panicked.fetch_add(1, Ordering::Relaxed);
                     }
                     let first_failure = *first_failure.get_or_insert_with(Utc::now);
-                    let delays = delays
-                        .get_or_insert_with(|| self.handler.retry_policy().unwrap_or(&self.env.default_retry).delays());
+                    let delays = delays.get_or_insert_with(|| {
+                        self.target.handler.retry_policy().unwrap_or(&self.target.env.default_retry).delays()
+                    });
                     let next = if error.is_retryable() { delays.next() } else { None };
                     match next {
                         Some(delay) => {
-                            self.env.stats.retried.fetch_add(1, Ordering::Relaxed);
+                            self.target.env.stats.retried.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(
                                 target: "better_auth_events",
                                 event_id = %self.event_id(),
@@ -173,7 +184,7 @@ impl Delivery {
                             attempt += 1;
                         }
                         None => {
-                            self.env.stats.failed.fetch_add(1, Ordering::Relaxed);
+                            self.target.env.stats.failed.fetch_add(1, Ordering::Relaxed);
                             tracing::error!(
                                 target: "better_auth_events",
                                 event_id = %self.event_id(),
@@ -182,11 +193,11 @@ impl Delivery {
                                 attempts = attempt,
                                 "async handler failed for good: {error}"
                             );
-                            if let Some(hook) = &self.env.on_failure {
+                            if let Some(hook) = &self.target.env.on_failure {
                                 hook(&DeliveryFailure {
                                     event_id: self.event_id(),
                                     event_type: self.event_type().clone(),
-                                    handler: self.handler.inner.name.clone(),
+                                    handler: self.target.handler.inner.name.clone(),
                                     attempts: attempt,
                                     first_failure,
                                     last_failure: Utc::now(),
@@ -206,7 +217,7 @@ impl Delivery {
         UnfinishedDelivery {
             event_id: self.event_id(),
             event_type: self.event_type().clone(),
-            handler: self.handler.inner.name.clone(),
+            handler: self.target.handler.inner.name.clone(),
         }
     }
 }
@@ -338,22 +349,33 @@ impl Default for WorkerPoolConfig {
     }
 }
 
+/// What the pool's queue carries.
+enum Job {
+    Run(Delivery),
+    /// Sent once per worker by `close`, behind everything queued: the worker stops.
+    Stop,
+}
+
 struct Running {
-    tx: async_channel::Sender<Delivery>,
-    rx: async_channel::Receiver<Delivery>,
+    tx: mpsc::Sender<Job>,
+    /// Shared by the workers; each holds the lock only while it waits for its next job.
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
     workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// The default async backend: a bounded queue served by a fixed number of tokio tasks.
 ///
-/// In process and memory only: deliveries still queued when the process dies are lost
-/// (at-most-once across a crash). Workers start on the first publish, inside the tokio
-/// runtime that publishes. A panicking handler is caught and reported; the worker lives on.
+/// The queue is a bounded `tokio::sync::mpsc` channel whose receiver the workers share,
+/// the very design a hand-written pool would have. In process and memory only: deliveries
+/// still queued when the process dies are lost (at-most-once across a crash). Workers start
+/// on the first publish, inside the tokio runtime that publishes. A panicking handler is
+/// caught and reported; the worker lives on.
 pub struct WorkerPool {
     config: WorkerPoolConfig,
-    room: Arc<Semaphore>,
     running: OnceLock<Running>,
-    closed: AtomicBool,
+    closed: Arc<AtomicBool>,
+    /// Deliveries finished after `close` began (counted only then: no shared counter is
+    /// touched per delivery while the pool runs).
     drained: Arc<AtomicU64>,
     interrupted: Arc<Mutex<Vec<UnfinishedDelivery>>>,
 }
@@ -395,13 +417,13 @@ impl WorkerPool {
 
     /// A pool with a full configuration.
     pub fn with_config(config: WorkerPoolConfig) -> Self {
-        let config =
-            WorkerPoolConfig { workers: config.workers.max(1), queue_size: config.queue_size.max(1), ..config };
+        // The queue is a tokio channel, whose capacity has a ceiling.
+        let queue_size = config.queue_size.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        let config = WorkerPoolConfig { workers: config.workers.max(1), queue_size, ..config };
         Self {
             config,
-            room: Arc::new(Semaphore::new(config.queue_size)),
             running: OnceLock::new(),
-            closed: AtomicBool::new(false),
+            closed: Arc::new(AtomicBool::new(false)),
             drained: Arc::new(AtomicU64::new(0)),
             interrupted: Arc::new(Mutex::new(Vec::new())),
         }
@@ -414,7 +436,7 @@ impl WorkerPool {
 
     /// Deliveries waiting in the queue (not counting those running).
     pub fn queued(&self) -> usize {
-        self.running.get().map(|r| r.rx.len()).unwrap_or(0)
+        self.running.get().map(|r| r.tx.max_capacity() - r.tx.capacity()).unwrap_or(0)
     }
 
     fn running(&self) -> Result<&Running> {
@@ -425,23 +447,27 @@ impl WorkerPool {
             Error::backend("worker-pool", format!("async handlers need a tokio runtime to run on: {e}"))
         })?;
         Ok(self.running.get_or_init(|| {
-            let (tx, rx) = async_channel::unbounded::<Delivery>();
+            let (tx, rx) = mpsc::channel::<Job>(self.config.queue_size);
+            let rx = Arc::new(tokio::sync::Mutex::new(rx));
             let workers = (0..self.config.workers)
                 .map(|_| {
-                    let rx = rx.clone();
-                    let room = Arc::clone(&self.room);
+                    let rx = Arc::clone(&rx);
+                    let closed = Arc::clone(&self.closed);
                     let drained = Arc::clone(&self.drained);
                     let interrupted = Arc::clone(&self.interrupted);
                     handle.spawn(async move {
-                        while let Ok(job) = rx.recv().await {
-                            room.add_permits(1);
+                        loop {
+                            let next = rx.lock().await.recv().await;
+                            let Some(Job::Run(job)) = next else { break };
                             let mut guard = InFlight { job: Some(job), sink: &interrupted };
                             if let Some(job) = &guard.job {
                                 // Failures are reported inside; nothing goes back to the emitter.
                                 let _ = job.run_to_completion().await;
                             }
                             guard.job = None;
-                            drained.fetch_add(1, Ordering::Relaxed);
+                            if closed.load(Ordering::Relaxed) {
+                                drained.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     })
                 })
@@ -450,38 +476,47 @@ impl WorkerPool {
         }))
     }
 
-    async fn reserve(&self, n: usize) -> Result<()> {
-        let n32 = u32::try_from(n).unwrap_or(u32::MAX);
-        if n > self.config.queue_size {
-            return Err(Error::Backpressure {
-                backend: "worker-pool".into(),
-                capacity: self.config.queue_size,
-                waited: None,
-            });
+    /// Room in the queue for `n` deliveries, all or none, as the backpressure policy says.
+    async fn reserve<'a>(&self, running: &'a Running, n: usize) -> Result<mpsc::PermitIterator<'a, Job>> {
+        let capacity = self.config.queue_size;
+        let full = |waited| Error::Backpressure { backend: "worker-pool".into(), capacity, waited };
+        if n > capacity {
+            return Err(full(None));
         }
-        let full =
-            |waited| Error::Backpressure { backend: "worker-pool".into(), capacity: self.config.queue_size, waited };
-        let permit = match self.config.backpressure {
-            BackpressurePolicy::FailFast => self.room.try_acquire_many(n32).map_err(|_| full(None))?,
-            BackpressurePolicy::Wait => self.room.acquire_many(n32).await.map_err(|_| Error::Closed)?,
-            BackpressurePolicy::WaitFor(limit) => match self.room.try_acquire_many(n32) {
-                Ok(p) => p,
-                Err(_) => tokio::time::timeout(limit, self.room.acquire_many(n32))
+        let try_now = || match running.tx.try_reserve_many(n) {
+            Ok(permits) => Ok(Some(permits)),
+            Err(mpsc::error::TrySendError::Full(())) => Ok(None),
+            Err(mpsc::error::TrySendError::Closed(())) => Err(Error::Closed),
+        };
+        match self.config.backpressure {
+            BackpressurePolicy::FailFast => try_now()?.ok_or_else(|| full(None)),
+            BackpressurePolicy::Wait => running.tx.reserve_many(n).await.map_err(|_| Error::Closed),
+            BackpressurePolicy::WaitFor(limit) => match try_now()? {
+                Some(permits) => Ok(permits),
+                None => tokio::time::timeout(limit, running.tx.reserve_many(n))
                     .await
                     .map_err(|_| full(Some(limit)))?
-                    .map_err(|_| Error::Closed)?,
+                    .map_err(|_| Error::Closed),
             },
-        };
-        // Workers give the room back one delivery at a time as they take them.
-        permit.forget();
-        Ok(())
+        }
     }
 }
 
 #[async_trait]
 impl AsyncBackend for WorkerPool {
     async fn publish(&self, delivery: Delivery) -> Result<()> {
-        self.publish_all(vec![delivery]).await
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let running = self.running()?;
+        let mut permits = self.reserve(running, 1).await?;
+        match permits.next() {
+            Some(permit) => {
+                permit.send(Job::Run(delivery));
+                Ok(())
+            }
+            None => Err(Error::Closed),
+        }
     }
 
     async fn publish_all(&self, deliveries: Vec<Delivery>) -> Result<()> {
@@ -489,44 +524,57 @@ impl AsyncBackend for WorkerPool {
             return Err(Error::Closed);
         }
         let running = self.running()?;
-        self.reserve(deliveries.len()).await?;
-        for d in deliveries {
-            if running.tx.try_send(d).is_err() {
-                return Err(Error::Closed);
-            }
+        let permits = self.reserve(running, deliveries.len()).await?;
+        for (permit, d) in permits.zip(deliveries) {
+            permit.send(Job::Run(d));
         }
         Ok(())
     }
 
     async fn close(&self, deadline: Duration) -> Result<ShutdownReport> {
         self.closed.store(true, Ordering::Release);
-        // Wake emitters waiting for room: they get `Closed`.
-        self.room.close();
         let Some(running) = self.running.get() else {
             return Ok(ShutdownReport::default());
         };
-        let before = self.drained.load(Ordering::Relaxed);
-        running.tx.close();
-        let workers: Vec<_> = running.workers.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default();
         let started = Instant::now();
-        let mut unfinished = Vec::new();
+        let workers: Vec<_> = running.workers.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default();
         let mut handles = workers;
-        let joined = tokio::time::timeout(deadline, futures::future::join_all(handles.iter_mut())).await;
-        if joined.is_err() {
+        // One stop per worker, queued behind every delivery already in: each worker runs
+        // what was queued before the shutdown, then stops.
+        let stop = async {
+            for _ in 0..handles.len() {
+                if running.tx.send(Job::Stop).await.is_err() {
+                    break;
+                }
+            }
+            futures::future::join_all(handles.iter_mut()).await
+        };
+        let finished = tokio::time::timeout(deadline, stop).await.is_ok();
+        if !finished {
             for h in &handles {
                 h.abort();
             }
             for h in handles {
                 let _ = h.await;
             }
-            // What never left the queue…
-            while let Ok(d) = running.rx.try_recv() {
-                unfinished.push(d.describe());
+        }
+        let mut unfinished = Vec::new();
+        {
+            // Every worker is gone, so the lock is free: refuse further sends (an emitter
+            // still waiting for room gets `Closed`), and list what never left the queue.
+            let mut rx = running.rx.lock().await;
+            rx.close();
+            while let Ok(job) = rx.try_recv() {
+                if let Job::Run(d) = job {
+                    unfinished.push(d.describe());
+                }
             }
-            // …and what was running when the workers stopped.
-            if let Ok(mut interrupted) = self.interrupted.lock() {
-                unfinished.append(&mut interrupted);
-            }
+        }
+        // …and what was running when the workers stopped.
+        if let Ok(mut interrupted) = self.interrupted.lock() {
+            unfinished.append(&mut interrupted);
+        }
+        if !unfinished.is_empty() {
             tracing::warn!(
                 target: "better_auth_events",
                 unfinished = unfinished.len(),
@@ -534,7 +582,7 @@ impl AsyncBackend for WorkerPool {
                 "worker pool shut down before finishing every delivery"
             );
         }
-        Ok(ShutdownReport { drained: self.drained.load(Ordering::Relaxed) - before, unfinished })
+        Ok(ShutdownReport { drained: self.drained.load(Ordering::Relaxed), unfinished })
     }
 
     fn name(&self) -> &str {

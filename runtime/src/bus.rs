@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures::future::BoxFuture;
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
 use crate::backend::{
-    AsyncBackend, BackpressurePolicy, Delivery, DeliveryEnv, DeliveryFailure, FailureHook, SharedEvent, ShutdownReport,
-    Stats, WorkerPool, WorkerPoolConfig,
+    AsyncBackend, BackpressurePolicy, Delivery, DeliveryEnv, DeliveryFailure, DeliveryTarget, FailureHook, SharedEvent,
+    ShutdownReport, Stats, WorkerPool, WorkerPoolConfig,
 };
 use crate::envelope::{DEFAULT_SOURCE, Envelope, Event};
 use crate::error::{Error, Result};
@@ -109,6 +110,17 @@ pub struct EmitReceipt {
 }
 
 impl EmitReceipt {
+    fn emitted<T: ?Sized>(env: &Envelope<T>, handlers_run: usize, position: Option<u64>) -> Self {
+        Self {
+            id: env.id,
+            event_type: env.event_type.clone(),
+            status: EmitStatus::Emitted,
+            handlers_run,
+            async_deliveries: 0,
+            position,
+        }
+    }
+
     /// Whether a middleware dropped the event.
     pub fn is_dropped(&self) -> bool {
         matches!(self.status, EmitStatus::Dropped { .. })
@@ -135,6 +147,9 @@ pub(crate) struct Route {
     pub(crate) sync: Vec<Handler>,
     /// Async handlers in the same order.
     pub(crate) asynchronous: Vec<Handler>,
+    /// What each async delivery of `asynchronous` (same order) points to: one shared
+    /// reference per delivery instead of one per handler and one per bus.
+    pub(crate) targets: Vec<Arc<DeliveryTarget>>,
 }
 
 #[derive(Default, Clone)]
@@ -145,7 +160,7 @@ struct RouteTable {
 }
 
 impl RouteTable {
-    fn rebuild(handlers: Vec<Handler>) -> Self {
+    fn rebuild(handlers: Vec<Handler>, env: &Arc<DeliveryEnv>) -> Self {
         let mut grouped: FxHashMap<Box<str>, Route> = FxHashMap::default();
         for h in &handlers {
             let route = grouped.entry(h.event_name().into()).or_default();
@@ -158,6 +173,11 @@ impl RouteTable {
             // Stable: equal priorities keep registration order.
             route.sync.sort_by_key(|h| std::cmp::Reverse(h.priority()));
             route.asynchronous.sort_by_key(|h| std::cmp::Reverse(h.priority()));
+            route.targets = route
+                .asynchronous
+                .iter()
+                .map(|h| Arc::new(DeliveryTarget { handler: h.clone(), env: Arc::clone(env) }))
+                .collect();
         }
         Self { handlers, routes: grouped.into_iter().map(|(k, v)| (k, Arc::new(v))).collect() }
     }
@@ -311,7 +331,7 @@ impl EventBus {
         let mut handlers = current.handlers.clone();
         check_new_handler(&handlers, &handler, &self.inner.delivery_env.deps, self.inner.max_handlers_per_event)?;
         handlers.push(handler);
-        self.inner.routes.store(Arc::new(RouteTable::rebuild(handlers)));
+        self.inner.routes.store(Arc::new(RouteTable::rebuild(handlers, &self.inner.delivery_env)));
         Ok(())
     }
 
@@ -322,7 +342,7 @@ impl EventBus {
         let handlers: Vec<Handler> = current.handlers.iter().filter(|h| h.name() != name).cloned().collect();
         let removed = handlers.len() != current.handlers.len();
         if removed {
-            self.inner.routes.store(Arc::new(RouteTable::rebuild(handlers)));
+            self.inner.routes.store(Arc::new(RouteTable::rebuild(handlers, &self.inner.delivery_env)));
         }
         removed
     }
@@ -397,8 +417,8 @@ impl EventBus {
             let mut env = event.into_envelope();
             match self.run_inline(&mut env, Phase::Emit).await? {
                 Prepared::Dropped(receipt) => receipts.push(receipt),
-                Prepared::Ready { receipt, route } => {
-                    receipts.push(receipt);
+                Prepared::Ready { handlers_run, route } => {
+                    receipts.push(EmitReceipt::emitted(&env, handlers_run, None));
                     prepared.push((env, receipts.len() - 1, route));
                 }
             }
@@ -415,7 +435,11 @@ impl EventBus {
             }
         }
         for (env, index, route) in prepared {
-            receipts[index].async_deliveries = self.publish_async(env, route.as_deref()).await?;
+            if let Some(route) = route {
+                let (n, sent) = self.publish_async(env, &route)?;
+                sent.await?;
+                receipts[index].async_deliveries = n;
+            }
         }
         Ok(receipts)
     }
@@ -443,16 +467,21 @@ impl EventBus {
     ) -> impl Future<Output = Result<EmitReceipt>> + Send + '_ {
         async move {
             // Destructured in a `let`, so the `?` temporaries do not live across the later awaits.
-            let (mut receipt, route) = match self.run_inline(&mut env, phase).await? {
+            let (handlers_run, route) = match self.run_inline(&mut env, phase).await? {
                 Prepared::Dropped(receipt) => return Ok(receipt),
-                Prepared::Ready { receipt, route } => (receipt, route),
+                Prepared::Ready { handlers_run, route } => (handlers_run, route),
             };
-            if let Some(store) = &self.inner.store {
-                receipt.position = Some(store.append(&env).await?.position());
-            }
-            if route.is_some() {
-                // Boxed: only emits with async handlers pay for its (large) state.
-                receipt.async_deliveries = Box::pin(self.publish_async(env, route.as_deref())).await?;
+            let position = match &self.inner.store {
+                Some(store) => Some(store.append(&env).await?.position()),
+                None => None,
+            };
+            // Made only now: a receipt alive across the awaits above would take room in
+            // every state of this future.
+            let mut receipt = EmitReceipt::emitted(&env, handlers_run, position);
+            if let Some(route) = route {
+                let (n, sent) = self.publish_async(env, &route)?;
+                sent.await?;
+                receipt.async_deliveries = n;
             }
             Ok(receipt)
         }
@@ -511,15 +540,7 @@ impl EventBus {
             Phase::Emit => route.filter(|r| !r.asynchronous.is_empty()),
             Phase::AllInline => None,
         };
-        let receipt = EmitReceipt {
-            id: env.id,
-            event_type: env.event_type.clone(),
-            status: EmitStatus::Emitted,
-            handlers_run,
-            async_deliveries: 0,
-            position: None,
-        };
-        Ok(Prepared::Ready { receipt, route })
+        Ok(Prepared::Ready { handlers_run, route })
     }
 
     /// Runs `handlers` inline on `env`, in order, converting the payload for handlers that
@@ -545,14 +566,20 @@ impl EventBus {
             });
             ctx.handler = h.inner.name.clone();
             ctx.mode = h.mode();
-            let result = if handler_takes(h, env) {
-                self.invoke_inline(h, env, ctx).await
+            // The payload in the handler's own type: converted (once per type) if need be. Only
+            // an `Arc` of it is kept across the await below.
+            let converted = if handler_takes(h, env) {
+                None
             } else {
                 match conversions.get(h, env) {
-                    Ok(converted) => self.invoke_inline(h, &converted.env, ctx).await,
-                    Err(e) => Err(e),
+                    Ok(converted) => Some(converted),
+                    Err(e) => {
+                        on_result(h, Err(e))?;
+                        continue;
+                    }
                 }
             };
+            let result = self.invoke_inline(h, converted.as_ref().map_or(env, |c| &c.env), ctx).await;
             let ok = result.is_ok();
             on_result(h, result)?;
             if ok {
@@ -574,18 +601,25 @@ impl EventBus {
         ctx: &HandlerContext,
     ) -> std::result::Result<(), crate::HandlerError> {
         if self.inner.delivery_env.track_cause {
-            with_cause(env, h.invoke(env, ctx)).await
+            // Boxed: only buses with a middleware that reads the cause pay for its state.
+            Box::pin(with_cause(env, h.invoke(env, ctx))).await
         } else {
             h.invoke(env, ctx).await
         }
     }
 
-    async fn publish_async<T: EventData>(&self, env: Envelope<T>, route: Option<&Route>) -> Result<usize> {
-        let Some(route) = route else { return Ok(0) };
+    /// Hands the async deliveries of `env` to the backend: the deliveries are made here, at
+    /// once; the returned future is the backend's own (already boxed), so awaiting it adds
+    /// nothing to the caller's state. Returns how many deliveries there are.
+    fn publish_async<T: EventData>(
+        &self,
+        env: Envelope<T>,
+        route: &Route,
+    ) -> Result<(usize, BoxFuture<'_, Result<()>>)> {
         let shared: Arc<SharedEvent> = SharedEvent::new(env);
         let mut conversions = Conversions::default();
-        let mut deliveries = Vec::with_capacity(route.asynchronous.len());
-        for h in &route.asynchronous {
+        let mut delivery = |target: &Arc<DeliveryTarget>| -> Result<Delivery> {
+            let h = &target.handler;
             let event = if handler_takes(h, &shared.env) {
                 Arc::clone(&shared)
             } else {
@@ -595,18 +629,26 @@ impl EventBus {
                     source,
                 })?
             };
-            deliveries.push(Delivery { event, handler: h.clone(), env: Arc::clone(&self.inner.delivery_env) });
-        }
-        let n = deliveries.len();
-        (*self.inner.backend).publish_all(deliveries).await?;
-        Ok(n)
+            Ok(Delivery { event, target: Arc::clone(target) })
+        };
+        let backend = &*self.inner.backend;
+        let sent = match &route.targets[..] {
+            // The usual case, one async handler: no list to build.
+            [target] => backend.publish(delivery(target)?),
+            targets => backend.publish_all(targets.iter().map(delivery).collect::<Result<Vec<_>>>()?),
+        };
+        Ok((route.asynchronous.len(), sent))
     }
 }
 
 /// What the inline part of an emit decided; the envelope stays with the caller.
 enum Prepared {
     Dropped(EmitReceipt),
-    Ready { receipt: EmitReceipt, route: Option<Arc<Route>> },
+    /// How many inline handlers succeeded, and the route if async handlers are left to run.
+    Ready {
+        handlers_run: usize,
+        route: Option<Arc<Route>>,
+    },
 }
 
 /// Whether `h` takes the payload type `env` carries as it is.
@@ -989,20 +1031,21 @@ impl EventBusBuilder {
             Some(r) => Arc::new(r),
             None => Arc::new(SchemaRegistry::from_registered_events()?),
         };
+        let delivery_env = Arc::new(DeliveryEnv {
+            deps: Arc::new(self.deps),
+            default_retry: self.default_retry,
+            on_failure: self.on_failure,
+            track_cause,
+            stats: Arc::new(Stats::default()),
+        });
         Ok(EventBus {
             inner: Arc::new(BusInner {
-                routes: ArcSwap::from_pointee(RouteTable::rebuild(handlers)),
+                routes: ArcSwap::from_pointee(RouteTable::rebuild(handlers, &delivery_env)),
                 register_lock: std::sync::Mutex::new(()),
                 middleware: self.middleware,
                 store: self.store,
                 backend,
-                delivery_env: Arc::new(DeliveryEnv {
-                    deps: Arc::new(self.deps),
-                    default_retry: self.default_retry,
-                    on_failure: self.on_failure,
-                    track_cause,
-                    stats: Arc::new(Stats::default()),
-                }),
+                delivery_env,
                 source: self.source,
                 max_handlers_per_event: self.max_handlers_per_event,
                 batch: self.batch,
