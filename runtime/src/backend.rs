@@ -304,6 +304,14 @@ pub trait AsyncBackend: Send + Sync + 'static {
     /// broker); the handler's own outcome never comes back here.
     async fn publish(&self, delivery: Delivery) -> Result<()>;
 
+    /// Takes one delivery if it can without waiting: `Ok(None)` when taken, `Ok(Some(d))`
+    /// to give it back (the bus then awaits [`AsyncBackend::publish`] with it), `Err` when it
+    /// is refused for good. The default gives every delivery back; the worker pool takes it
+    /// when its queue has room, which spares the emit a boxed future.
+    fn try_publish(&self, delivery: Delivery) -> Result<Option<Delivery>> {
+        Ok(Some(delivery))
+    }
+
     /// Takes every async delivery of one emit. Backends that can should take all or none
     /// (the worker pool reserves queue room for all first); the default publishes in turn.
     async fn publish_all(&self, deliveries: Vec<Delivery>) -> Result<()> {
@@ -504,6 +512,21 @@ impl WorkerPool {
 
 #[async_trait]
 impl AsyncBackend for WorkerPool {
+    fn try_publish(&self, delivery: Delivery) -> Result<Option<Delivery>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        match self.running()?.tx.try_reserve() {
+            Ok(permit) => {
+                permit.send(Job::Run(delivery));
+                Ok(None)
+            }
+            // Full: waiting, or failing fast, is `publish`'s to decide.
+            Err(mpsc::error::TrySendError::Full(())) => Ok(Some(delivery)),
+            Err(mpsc::error::TrySendError::Closed(())) => Err(Error::Closed),
+        }
+    }
+
     async fn publish(&self, delivery: Delivery) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -595,6 +618,10 @@ impl AsyncBackend for WorkerPool {
 impl<B: AsyncBackend + ?Sized> AsyncBackend for Arc<B> {
     async fn publish(&self, delivery: Delivery) -> Result<()> {
         (**self).publish(delivery).await
+    }
+
+    fn try_publish(&self, delivery: Delivery) -> Result<Option<Delivery>> {
+        (**self).try_publish(delivery)
     }
 
     async fn publish_all(&self, deliveries: Vec<Delivery>) -> Result<()> {

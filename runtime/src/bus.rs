@@ -437,7 +437,9 @@ impl EventBus {
         for (env, index, route) in prepared {
             if let Some(route) = route {
                 let (n, sent) = self.publish_async(env, &route)?;
-                sent.await?;
+                if let Some(sent) = sent {
+                    sent.await?;
+                }
                 receipts[index].async_deliveries = n;
             }
         }
@@ -480,7 +482,9 @@ impl EventBus {
             let mut receipt = EmitReceipt::emitted(&env, handlers_run, position);
             if let Some(route) = route {
                 let (n, sent) = self.publish_async(env, &route)?;
-                sent.await?;
+                if let Some(sent) = sent {
+                    sent.await?;
+                }
                 receipt.async_deliveries = n;
             }
             Ok(receipt)
@@ -609,13 +613,15 @@ impl EventBus {
     }
 
     /// Hands the async deliveries of `env` to the backend: the deliveries are made here, at
-    /// once; the returned future is the backend's own (already boxed), so awaiting it adds
-    /// nothing to the caller's state. Returns how many deliveries there are.
+    /// once, and a single one is handed over at once when the backend can take it without
+    /// waiting ([`AsyncBackend::try_publish`]). Otherwise the returned future is the
+    /// backend's own (already boxed), so awaiting it adds nothing to the caller's state.
+    /// Returns how many deliveries there are.
     fn publish_async<T: EventData>(
         &self,
         env: Envelope<T>,
         route: &Route,
-    ) -> Result<(usize, BoxFuture<'_, Result<()>>)> {
+    ) -> Result<(usize, Option<BoxFuture<'_, Result<()>>>)> {
         let shared: Arc<SharedEvent> = SharedEvent::new(env);
         let mut conversions = Conversions::default();
         let mut delivery = |target: &Arc<DeliveryTarget>| -> Result<Delivery> {
@@ -633,9 +639,10 @@ impl EventBus {
         };
         let backend = &*self.inner.backend;
         let sent = match &route.targets[..] {
-            // The usual case, one async handler: no list to build.
-            [target] => backend.publish(delivery(target)?),
-            targets => backend.publish_all(targets.iter().map(delivery).collect::<Result<Vec<_>>>()?),
+            // The usual case, one async handler: no list to build, and no future if the
+            // backend takes it at once.
+            [target] => backend.try_publish(delivery(target)?)?.map(|d| backend.publish(d)),
+            targets => Some(backend.publish_all(targets.iter().map(delivery).collect::<Result<Vec<_>>>()?)),
         };
         Ok((route.asynchronous.len(), sent))
     }
