@@ -552,6 +552,53 @@ async fn a_custom_backend_receives_async_deliveries_with_one_shared_serializatio
 }
 
 #[tokio::test]
+async fn a_backend_that_takes_a_delivery_at_once_gets_no_publish_call_and_one_that_gives_it_back_does() {
+    /// Takes every other delivery in `try_publish`; counts both paths.
+    #[derive(Default)]
+    struct Alternating {
+        tried: AtomicUsize,
+        published: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl AsyncBackend for Alternating {
+        fn try_publish(
+            &self,
+            d: better_auth_events::Delivery,
+        ) -> better_auth_events::Result<Option<better_auth_events::Delivery>> {
+            let n = self.tried.fetch_add(1, Ordering::SeqCst);
+            Ok(if n.is_multiple_of(2) { None } else { Some(d) })
+        }
+        async fn publish(&self, _: better_auth_events::Delivery) -> better_auth_events::Result<()> {
+            self.published.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn close(&self, _: Duration) -> better_auth_events::Result<ShutdownReport> {
+            Ok(ShutdownReport::default())
+        }
+        fn name(&self) -> &str {
+            "alternating"
+        }
+    }
+
+    let backend = Arc::new(Alternating::default());
+    let bus = EventBus::builder()
+        .backend(Arc::clone(&backend))
+        .handler(Handler::typed(HandlerOptions::asynchronous().name("one"), async |_: &Envelope<Signup>| {
+            Ok::<(), HandlerError>(())
+        }))
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        let receipt = bus.emit(Signup { email: "a@b.c".into() }).await.unwrap();
+        assert_eq!(receipt.async_deliveries, 1);
+    }
+    assert_eq!(backend.tried.load(Ordering::SeqCst), 4);
+    assert_eq!(backend.published.load(Ordering::SeqCst), 2, "only the deliveries given back are published");
+}
+
+#[tokio::test]
 async fn a_store_failure_is_a_store_error_and_the_event_is_not_emitted() {
     struct DownStore;
     #[async_trait]
