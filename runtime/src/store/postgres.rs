@@ -1,6 +1,6 @@
 //! [`PostgresStore`]: events in PostgreSQL, through sqlx.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -301,14 +301,18 @@ impl PostgresStoreBuilder {
         };
 
         let table = format!("{quoted}.event_store");
+        // The JSON columns go as `text[]` and are cast to `jsonb` row by row in the select
+        // list, not as `$8::text[]::jsonb[]`: the array cast parses every document of the
+        // batch into one memory context that lives as long as the statement (10,000 events:
+        // megabytes of fresh pages, 40 % slower), the row cast in a context reset per row.
         let inner = Inner {
             insert_sql: format!(
                 "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($11)) \
                  INSERT INTO {table} \
                  (id, event_type, source, subject, version, tenant, correlation_id, data, metadata, timestamp) \
-                 SELECT id, event_type, source, subject, version, tenant, correlation_id, data, metadata, ts \
+                 SELECT id, event_type, source, subject, version, tenant, correlation_id, data::jsonb, metadata::jsonb, ts \
                  FROM lock, UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                 $7::text[], $8::text[]::jsonb[], $9::text[]::jsonb[], $10::timestamptz[]) WITH ORDINALITY \
+                 $7::text[], $8::text[], $9::text[], $10::timestamptz[]) WITH ORDINALITY \
                  AS t(id, event_type, source, subject, version, tenant, correlation_id, data, metadata, ts, ord) \
                  ORDER BY ord \
                  RETURNING id, position"
@@ -317,9 +321,9 @@ impl PostgresStoreBuilder {
                 "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($11)), \
                  ins AS (INSERT INTO {table} \
                  (id, event_type, source, subject, version, tenant, correlation_id, data, metadata, timestamp) \
-                 SELECT id, event_type, source, subject, version, tenant, correlation_id, data, metadata, ts \
+                 SELECT id, event_type, source, subject, version, tenant, correlation_id, data::jsonb, metadata::jsonb, ts \
                  FROM lock, UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                 $7::text[], $8::text[]::jsonb[], $9::text[]::jsonb[], $10::timestamptz[]) WITH ORDINALITY \
+                 $7::text[], $8::text[], $9::text[], $10::timestamptz[]) WITH ORDINALITY \
                  AS t(id, event_type, source, subject, version, tenant, correlation_id, data, metadata, ts, ord) \
                  ORDER BY ord \
                  ON CONFLICT (id) DO NOTHING \
@@ -564,8 +568,27 @@ fn is_duplicate_id(e: &sqlx::Error) -> bool {
 }
 
 /// The outcomes of a batch of distinct ids, all inserted: `rows` are `(id, position)`.
+///
+/// The rows come back in the order the insert stored them, which is the batch's order, so
+/// each row is first checked against the id at its index (no hashing, no copy); a result
+/// in another order falls back to a lookup by id.
 fn all_stored(ids: &[String], rows: &[PgRow]) -> std::result::Result<Result<Vec<AppendOutcome>>, sqlx::Error> {
-    let mut positions: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+    let mut out = Vec::with_capacity(ids.len());
+    if rows.len() == ids.len() {
+        for (id, row) in ids.iter().zip(rows) {
+            if row.try_get::<&str, _>(0)? != id.as_str() {
+                break;
+            }
+            match position(row.try_get(1)?) {
+                Ok(position) => out.push(AppendOutcome::Stored { position }),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        if out.len() == ids.len() {
+            return Ok(Ok(out));
+        }
+    }
+    let mut positions: HashMap<&str, i64> = HashMap::with_capacity(rows.len());
     for row in rows {
         positions.insert(row.try_get(0)?, row.try_get(1)?);
     }
@@ -576,6 +599,14 @@ fn all_stored(ids: &[String], rows: &[PgRow]) -> std::result::Result<Result<Vec<
             None => Err(Error::store(STORE, format!("the events were stored, but no position came back for {id}"))),
         })
         .collect())
+}
+
+/// Whether no id occurs twice: the ids as integers, sorted (event ids are time-ordered,
+/// so a batch is usually sorted already and this is one pass).
+fn distinct_ids(events: &[&Envelope<dyn EventData>]) -> bool {
+    let mut ids: Vec<u128> = events.iter().map(|e| e.id.as_u128()).collect();
+    ids.sort_unstable();
+    ids.windows(2).all(|w| w[0] != w[1])
 }
 
 fn position(p: i64) -> Result<u64> {
@@ -650,10 +681,7 @@ impl EventStore for PostgresStore {
         // (which probes the primary key and writes a confirmation record per row). If an id
         // turns out to be stored already, the statement fails whole (nothing is stored)
         // and the batch goes through the statement that skips duplicates.
-        let distinct = n == 1 || {
-            let mut seen = HashSet::with_capacity(n);
-            cols.id.iter().all(|id| seen.insert(id.as_str()))
-        };
+        let distinct = n == 1 || distinct_ids(events);
         if distinct {
             let inserted = bind_columns(sqlx::query(&self.inner.insert_sql), &cols)
                 .bind(self.inner.lock_key)
