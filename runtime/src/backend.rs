@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, TryAcquireError};
 use uuid::Uuid;
 
 use crate::envelope::Envelope;
@@ -357,29 +357,23 @@ impl Default for WorkerPoolConfig {
     }
 }
 
-/// What the pool's queue carries.
-enum Job {
-    Run(Delivery),
-    /// Sent once per worker by `close`, behind everything queued: the worker stops.
-    Stop,
-}
-
 struct Running {
-    tx: mpsc::Sender<Job>,
-    /// Shared by the workers; each holds the lock only while it waits for its next job.
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+    tx: async_channel::Sender<Delivery>,
+    rx: async_channel::Receiver<Delivery>,
     workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// The default async backend: a bounded queue served by a fixed number of tokio tasks.
 ///
-/// The queue is a bounded `tokio::sync::mpsc` channel whose receiver the workers share,
-/// the very design a hand-written pool would have. In process and memory only: deliveries
-/// still queued when the process dies are lost (at-most-once across a crash). Workers start
-/// on the first publish, inside the tokio runtime that publishes. A panicking handler is
-/// caught and reported; the worker lives on.
+/// The queue is a multi-consumer channel the workers pull from (no lock between them),
+/// bounded by a semaphore of `queue_size` permits: an emit reserves room for all its
+/// deliveries at once, and a worker gives one permit back as it takes a delivery. In
+/// process and memory only: deliveries still queued when the process dies are lost
+/// (at-most-once across a crash). Workers start on the first publish, inside the tokio
+/// runtime that publishes. A panicking handler is caught and reported; the worker lives on.
 pub struct WorkerPool {
     config: WorkerPoolConfig,
+    room: Arc<Semaphore>,
     running: OnceLock<Running>,
     closed: Arc<AtomicBool>,
     /// Deliveries finished after `close` began (counted only then: no shared counter is
@@ -425,11 +419,12 @@ impl WorkerPool {
 
     /// A pool with a full configuration.
     pub fn with_config(config: WorkerPoolConfig) -> Self {
-        // The queue is a tokio channel, whose capacity has a ceiling.
-        let queue_size = config.queue_size.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        // The room is a tokio semaphore, whose permits have a ceiling.
+        let queue_size = config.queue_size.clamp(1, Semaphore::MAX_PERMITS);
         let config = WorkerPoolConfig { workers: config.workers.max(1), queue_size, ..config };
         Self {
             config,
+            room: Arc::new(Semaphore::new(config.queue_size)),
             running: OnceLock::new(),
             closed: Arc::new(AtomicBool::new(false)),
             drained: Arc::new(AtomicU64::new(0)),
@@ -444,7 +439,7 @@ impl WorkerPool {
 
     /// Deliveries waiting in the queue (not counting those running).
     pub fn queued(&self) -> usize {
-        self.running.get().map(|r| r.tx.max_capacity() - r.tx.capacity()).unwrap_or(0)
+        self.running.get().map(|r| r.rx.len()).unwrap_or(0)
     }
 
     fn running(&self) -> Result<&Running> {
@@ -455,18 +450,17 @@ impl WorkerPool {
             Error::backend("worker-pool", format!("async handlers need a tokio runtime to run on: {e}"))
         })?;
         Ok(self.running.get_or_init(|| {
-            let (tx, rx) = mpsc::channel::<Job>(self.config.queue_size);
-            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            let (tx, rx) = async_channel::unbounded::<Delivery>();
             let workers = (0..self.config.workers)
                 .map(|_| {
-                    let rx = Arc::clone(&rx);
+                    let rx = rx.clone();
+                    let room = Arc::clone(&self.room);
                     let closed = Arc::clone(&self.closed);
                     let drained = Arc::clone(&self.drained);
                     let interrupted = Arc::clone(&self.interrupted);
                     handle.spawn(async move {
-                        loop {
-                            let next = rx.lock().await.recv().await;
-                            let Some(Job::Run(job)) = next else { break };
+                        while let Ok(job) = rx.recv().await {
+                            room.add_permits(1);
                             let mut guard = InFlight { job: Some(job), sink: &interrupted };
                             if let Some(job) = &guard.job {
                                 // Failures are reported inside; nothing goes back to the emitter.
@@ -485,28 +479,40 @@ impl WorkerPool {
     }
 
     /// Room in the queue for `n` deliveries, all or none, as the backpressure policy says.
-    async fn reserve<'a>(&self, running: &'a Running, n: usize) -> Result<mpsc::PermitIterator<'a, Job>> {
+    async fn reserve(&self, n: usize) -> Result<()> {
         let capacity = self.config.queue_size;
         let full = |waited| Error::Backpressure { backend: "worker-pool".into(), capacity, waited };
         if n > capacity {
             return Err(full(None));
         }
-        let try_now = || match running.tx.try_reserve_many(n) {
-            Ok(permits) => Ok(Some(permits)),
-            Err(mpsc::error::TrySendError::Full(())) => Ok(None),
-            Err(mpsc::error::TrySendError::Closed(())) => Err(Error::Closed),
-        };
-        match self.config.backpressure {
-            BackpressurePolicy::FailFast => try_now()?.ok_or_else(|| full(None)),
-            BackpressurePolicy::Wait => running.tx.reserve_many(n).await.map_err(|_| Error::Closed),
-            BackpressurePolicy::WaitFor(limit) => match try_now()? {
-                Some(permits) => Ok(permits),
-                None => tokio::time::timeout(limit, running.tx.reserve_many(n))
+        // `n <= capacity <= Semaphore::MAX_PERMITS < u32::MAX`.
+        let n32 = u32::try_from(n).map_err(|_| full(None))?;
+        let permit = match self.config.backpressure {
+            BackpressurePolicy::FailFast => self.room.try_acquire_many(n32).map_err(|e| match e {
+                TryAcquireError::Closed => Error::Closed,
+                TryAcquireError::NoPermits => full(None),
+            })?,
+            BackpressurePolicy::Wait => self.room.acquire_many(n32).await.map_err(|_| Error::Closed)?,
+            BackpressurePolicy::WaitFor(limit) => match self.room.try_acquire_many(n32) {
+                Ok(p) => p,
+                Err(TryAcquireError::Closed) => return Err(Error::Closed),
+                Err(TryAcquireError::NoPermits) => tokio::time::timeout(limit, self.room.acquire_many(n32))
                     .await
                     .map_err(|_| full(Some(limit)))?
-                    .map_err(|_| Error::Closed),
+                    .map_err(|_| Error::Closed)?,
             },
+        };
+        // Workers give the room back one delivery at a time as they take them.
+        permit.forget();
+        Ok(())
+    }
+
+    /// Queues deliveries whose room is reserved.
+    fn send(running: &Running, deliveries: impl IntoIterator<Item = Delivery>) -> Result<()> {
+        for d in deliveries {
+            running.tx.try_send(d).map_err(|_| Error::Closed)?;
         }
+        Ok(())
     }
 }
 
@@ -516,30 +522,21 @@ impl AsyncBackend for WorkerPool {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        match self.running()?.tx.try_reserve() {
+        let running = self.running()?;
+        match self.room.try_acquire() {
             Ok(permit) => {
-                permit.send(Job::Run(delivery));
+                permit.forget();
+                Self::send(running, [delivery])?;
                 Ok(None)
             }
+            Err(TryAcquireError::Closed) => Err(Error::Closed),
             // Full: waiting, or failing fast, is `publish`'s to decide.
-            Err(mpsc::error::TrySendError::Full(())) => Ok(Some(delivery)),
-            Err(mpsc::error::TrySendError::Closed(())) => Err(Error::Closed),
+            Err(TryAcquireError::NoPermits) => Ok(Some(delivery)),
         }
     }
 
     async fn publish(&self, delivery: Delivery) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        let running = self.running()?;
-        let mut permits = self.reserve(running, 1).await?;
-        match permits.next() {
-            Some(permit) => {
-                permit.send(Job::Run(delivery));
-                Ok(())
-            }
-            None => Err(Error::Closed),
-        }
+        self.publish_all(vec![delivery]).await
     }
 
     async fn publish_all(&self, deliveries: Vec<Delivery>) -> Result<()> {
@@ -547,57 +544,39 @@ impl AsyncBackend for WorkerPool {
             return Err(Error::Closed);
         }
         let running = self.running()?;
-        let permits = self.reserve(running, deliveries.len()).await?;
-        for (permit, d) in permits.zip(deliveries) {
-            permit.send(Job::Run(d));
-        }
-        Ok(())
+        self.reserve(deliveries.len()).await?;
+        Self::send(running, deliveries)
     }
 
     async fn close(&self, deadline: Duration) -> Result<ShutdownReport> {
         self.closed.store(true, Ordering::Release);
+        // Wake emitters waiting for room: they get `Closed`.
+        self.room.close();
         let Some(running) = self.running.get() else {
             return Ok(ShutdownReport::default());
         };
-        let started = Instant::now();
+        // Workers take what is queued, then stop.
+        running.tx.close();
         let workers: Vec<_> = running.workers.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default();
+        let started = Instant::now();
         let mut handles = workers;
-        // One stop per worker, queued behind every delivery already in: each worker runs
-        // what was queued before the shutdown, then stops.
-        let stop = async {
-            for _ in 0..handles.len() {
-                if running.tx.send(Job::Stop).await.is_err() {
-                    break;
-                }
-            }
-            futures::future::join_all(handles.iter_mut()).await
-        };
-        let finished = tokio::time::timeout(deadline, stop).await.is_ok();
-        if !finished {
+        let joined = tokio::time::timeout(deadline, futures::future::join_all(handles.iter_mut())).await;
+        let mut unfinished = Vec::new();
+        if joined.is_err() {
             for h in &handles {
                 h.abort();
             }
             for h in handles {
                 let _ = h.await;
             }
-        }
-        let mut unfinished = Vec::new();
-        {
-            // Every worker is gone, so the lock is free: refuse further sends (an emitter
-            // still waiting for room gets `Closed`), and list what never left the queue.
-            let mut rx = running.rx.lock().await;
-            rx.close();
-            while let Ok(job) = rx.try_recv() {
-                if let Job::Run(d) = job {
-                    unfinished.push(d.describe());
-                }
+            // What never left the queue…
+            while let Ok(d) = running.rx.try_recv() {
+                unfinished.push(d.describe());
             }
-        }
-        // …and what was running when the workers stopped.
-        if let Ok(mut interrupted) = self.interrupted.lock() {
-            unfinished.append(&mut interrupted);
-        }
-        if !unfinished.is_empty() {
+            // …and what was running when the workers stopped.
+            if let Ok(mut interrupted) = self.interrupted.lock() {
+                unfinished.append(&mut interrupted);
+            }
             tracing::warn!(
                 target: "better_auth_events",
                 unfinished = unfinished.len(),
