@@ -145,11 +145,16 @@ pub struct BusStats {
 pub(crate) struct Route {
     /// Sync handlers in run order: priority (high first), then registration order.
     pub(crate) sync: Vec<Handler>,
-    /// Async handlers in the same order.
-    pub(crate) asynchronous: Vec<Handler>,
-    /// What each async delivery of `asynchronous` (same order) points to: one shared
-    /// reference per delivery instead of one per handler and one per bus.
-    pub(crate) targets: Vec<Arc<DeliveryTarget>>,
+    /// Async handlers in the same order, each with what the bus gives it: a delivery
+    /// points to one of these (one shared reference, not one per handler and one per bus).
+    pub(crate) asynchronous: Vec<Arc<DeliveryTarget>>,
+}
+
+impl Route {
+    /// The async handlers, in run order.
+    pub(crate) fn async_handlers(&self) -> impl Iterator<Item = &Handler> {
+        self.asynchronous.iter().map(|t| &t.handler)
+    }
 }
 
 #[derive(Default, Clone)]
@@ -166,18 +171,15 @@ impl RouteTable {
             let route = grouped.entry(h.event_name().into()).or_default();
             match h.mode() {
                 HandlerMode::Sync => route.sync.push(h.clone()),
-                HandlerMode::Async => route.asynchronous.push(h.clone()),
+                HandlerMode::Async => {
+                    route.asynchronous.push(Arc::new(DeliveryTarget { handler: h.clone(), env: Arc::clone(env) }))
+                }
             }
         }
         for route in grouped.values_mut() {
             // Stable: equal priorities keep registration order.
             route.sync.sort_by_key(|h| std::cmp::Reverse(h.priority()));
-            route.asynchronous.sort_by_key(|h| std::cmp::Reverse(h.priority()));
-            route.targets = route
-                .asynchronous
-                .iter()
-                .map(|h| Arc::new(DeliveryTarget { handler: h.clone(), env: Arc::clone(env) }))
-                .collect();
+            route.asynchronous.sort_by_key(|t| std::cmp::Reverse(t.handler.priority()));
         }
         Self { handlers, routes: grouped.into_iter().map(|(k, v)| (k, Arc::new(v))).collect() }
     }
@@ -525,13 +527,14 @@ impl EventBus {
         let route = inner.routes.load().routes.get(env.event_type.as_str()).cloned();
         let mut handlers_run = 0;
         if let Some(route) = &route {
-            let extra: &[Handler] = match phase {
-                Phase::Emit => &[],
-                Phase::AllInline => &route.asynchronous,
+            let inline_async = match phase {
+                Phase::Emit => 0,
+                Phase::AllInline => route.asynchronous.len(),
             };
             let event_type = &env.event_type;
+            let handlers = route.sync.iter().chain(route.async_handlers().take(inline_async));
             handlers_run = self
-                .run_handlers(&*env, route.sync.iter().chain(extra), |h, result| {
+                .run_handlers(&*env, handlers, |h, result| {
                     result.map_err(|source| Error::Handler {
                         handler: h.inner.name.clone(),
                         event_type: event_type.to_string(),
@@ -638,7 +641,7 @@ impl EventBus {
             Ok(Delivery { event, target: Arc::clone(target) })
         };
         let backend = &*self.inner.backend;
-        let sent = match &route.targets[..] {
+        let sent = match &route.asynchronous[..] {
             // The usual case, one async handler: no list to build, and no future if the
             // backend takes it at once.
             [target] => backend.try_publish(delivery(target)?)?.map(|d| backend.publish(d)),

@@ -268,7 +268,7 @@ impl<'a> ReplayBuilder<'a> {
                 let selected = route
                     .sync
                     .iter()
-                    .chain(&route.asynchronous)
+                    .chain(route.async_handlers())
                     .filter(|h| self.handlers.as_ref().is_none_or(|names| names.contains(h.name())));
                 if self.dry_run {
                     report.handlers_run += selected.count() as u64;
