@@ -209,6 +209,27 @@ async fn the_in_process_path_serializes_nothing_and_a_boundary_serializes_once()
 }
 
 #[test]
+fn ids_made_on_many_threads_are_unique_and_each_follows_every_id_made_before_it() {
+    // Each thread makes ids, and each thread's first id must sort above the id the previous
+    // thread made last (the hand-off through `join` orders them).
+    let mut last = better_auth_events::new_event_id();
+    let mut all = std::collections::HashSet::new();
+    for _ in 0..4 {
+        let handles: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..20_000).map(|_| better_auth_events::new_event_id()).collect::<Vec<_>>()))
+            .collect();
+        let batches: Vec<Vec<_>> = handles.into_iter().map(|h| h.join().expect("thread runs")).collect();
+        for ids in &batches {
+            assert!(ids[0] > last, "an id made after {last} sorts below it: {}", ids[0]);
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "one thread's ids do not increase");
+            all.extend(ids.iter().copied());
+        }
+        last = batches.iter().filter_map(|ids| ids.last()).max().copied().expect("ids were made");
+    }
+    assert_eq!(all.len(), 4 * 4 * 20_000, "every id is unique");
+}
+
+#[test]
 fn ids_are_uuidv7_strictly_increasing_and_carry_the_event_time() {
     let events: Vec<Event> = (0..5_000).map(|_| Event::new("id.order")).collect();
     for pair in events.windows(2) {

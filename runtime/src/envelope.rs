@@ -2,10 +2,12 @@
 //! CloudEvents 1.0 structured JSON.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
@@ -89,24 +91,80 @@ pub struct Envelope<T: ?Sized = Value> {
 /// A dynamic event: a name and a JSON payload, as in `Event::new("user.created")`.
 pub type Event = Envelope<Value>;
 
-/// The UUIDv7 clock sequence of this process: ids made here increase strictly, even within
-/// one millisecond or when the system clock steps back.
-static ID_CONTEXT: std::sync::Mutex<uuid::ContextV7> = std::sync::Mutex::new(uuid::ContextV7::new());
+/// Bits of a [`next_stamp`] below its millisecond: the per-millisecond counter of UUIDv7
+/// "method 1" (RFC 9562 §6.2), 12 of them in `rand_a` and 10 at the top of `rand_b`.
+const COUNTER_BITS: u32 = 22;
 
-/// A fresh time-ordered event id (UUIDv7).
+/// The last id stamp given in this process: Unix milliseconds above [`COUNTER_BITS`], the
+/// counter below. One atomic, so making an id takes no lock. 42 bits of milliseconds last
+/// until the year 2109.
+static LAST_STAMP: AtomicU64 = AtomicU64::new(0);
+
+/// The next id stamp at or after `millis`: strictly above every stamp given before in this
+/// process, on every thread. A new millisecond starts its counter at a random value below
+/// half its range (unguessable, room to count); within one millisecond, or when the clock
+/// steps back, the counter goes on, and when it overflows it carries into the millisecond,
+/// which runs ahead of the clock until the clock catches up. `seed` supplies the random start;
+/// `stamps` is [`LAST_STAMP`] but for tests.
+fn next_stamp(stamps: &AtomicU64, millis: u64, seed: impl Fn() -> u64) -> u64 {
+    let floor = millis << COUNTER_BITS;
+    let mut last = stamps.load(Ordering::Relaxed);
+    loop {
+        let next = if floor > last { floor | (seed() & ((1 << (COUNTER_BITS - 1)) - 1)) } else { last + 1 };
+        match stamps.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(now) => last = now,
+        }
+    }
+}
+
+/// The UUIDv7 of a stamp: its millisecond, its counter, then 52 random bits (version and
+/// variant bits laid out by `uuid`).
+fn uuid_of_stamp(stamp: u64, random: u64) -> Uuid {
+    let counter = stamp & ((1 << COUNTER_BITS) - 1);
+    let mut bytes = [0u8; 10];
+    // rand_a (12 bits under the version nibble): the counter's high 12 bits.
+    bytes[..2].copy_from_slice(&((counter >> 10) as u16).to_be_bytes());
+    // rand_b (62 bits under the variant): the counter's low 10 bits, then random ones.
+    bytes[2..].copy_from_slice(&(((counter & 0x3ff) << 52) | (random & ((1 << 52) - 1))).to_be_bytes());
+    uuid::Builder::from_unix_timestamp_millis(stamp >> COUNTER_BITS, &bytes).into_uuid()
+}
+
+/// A fresh time-ordered event id (UUIDv7). Ids made in this process increase strictly, on
+/// every thread, even within one millisecond or when the system clock steps back.
 pub fn new_event_id() -> Uuid {
     id_and_time().0
+}
+
+thread_local! {
+    /// The last day (since the Unix epoch) this thread turned into a date: the calendar
+    /// arithmetic is then done once a day, not once an event.
+    static DAY: Cell<(u64, NaiveDate)> = const { Cell::new((u64::MAX, NaiveDate::MIN)) };
+}
+
+/// The UTC time `secs` seconds and `nanos` nanoseconds after the Unix epoch.
+fn utc_at(secs: u64, nanos: u32) -> DateTime<Utc> {
+    let (day, second) = (secs / 86_400, (secs % 86_400) as u32);
+    let date = DAY.with(|cached| match cached.get() {
+        (d, date) if d == day => Some(date),
+        _ => {
+            let date = DateTime::from_timestamp(i64::try_from(day * 86_400).ok()?, 0)?.date_naive();
+            cached.set((day, date));
+            Some(date)
+        }
+    });
+    date.zip(NaiveTime::from_num_seconds_from_midnight_opt(second, nanos))
+        .map(|(date, time)| date.and_time(time).and_utc())
+        .unwrap_or_default()
 }
 
 /// A fresh id and the current time (microseconds, what every store keeps), from one
 /// reading of the clock.
 fn id_and_time() -> (Uuid, DateTime<Utc>) {
-    // From the raw clock: cheaper than `Utc::now()` followed by `trunc_subsecs(6)`.
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let (seconds, nanos) = (since_epoch.as_secs(), since_epoch.subsec_micros() * 1000);
-    let id = Uuid::new_v7(uuid::Timestamp::from_unix(&ID_CONTEXT, seconds, nanos));
-    let time = i64::try_from(seconds).ok().and_then(|s| DateTime::from_timestamp(s, nanos)).unwrap_or_default();
-    (id, time)
+    let stamp = next_stamp(&LAST_STAMP, seconds * 1000 + u64::from(nanos / 1_000_000), rand::random::<u64>);
+    (uuid_of_stamp(stamp, rand::random()), utc_at(seconds, nanos))
 }
 
 impl Event {
@@ -525,6 +583,52 @@ impl<T: DeserializeOwned> Envelope<T> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn stamps_increase_strictly_across_clock_steps_and_counter_overflow() {
+        let stamps = AtomicU64::new(0);
+        let max_seed = || u64::MAX;
+        let first = next_stamp(&stamps, 1_000, max_seed);
+        assert_eq!(first >> COUNTER_BITS, 1_000);
+        assert_eq!(first & ((1 << COUNTER_BITS) - 1), (1 << (COUNTER_BITS - 1)) - 1, "seeded below half the range");
+        // Same millisecond, then a clock step back: the counter goes on.
+        assert_eq!(next_stamp(&stamps, 1_000, max_seed), first + 1);
+        assert_eq!(next_stamp(&stamps, 990, max_seed), first + 2);
+        // The counter overflows: it carries into the millisecond, which runs ahead.
+        stamps.store((1_000 << COUNTER_BITS) | ((1 << COUNTER_BITS) - 1), Ordering::Relaxed);
+        let carried = next_stamp(&stamps, 1_000, max_seed);
+        assert_eq!((carried >> COUNTER_BITS, carried & ((1 << COUNTER_BITS) - 1)), (1_001, 0));
+        assert_eq!(next_stamp(&stamps, 1_001, max_seed), carried + 1, "the clock has not caught up yet");
+        // A later millisecond reseeds.
+        let later = next_stamp(&stamps, 1_002, || 5);
+        assert_eq!((later >> COUNTER_BITS, later & ((1 << COUNTER_BITS) - 1)), (1_002, 5));
+    }
+
+    #[test]
+    fn a_stamp_maps_to_a_v7_uuid_keeping_its_millisecond_and_order() {
+        let stamp = (1_700_000_000_123 << COUNTER_BITS) | 0x2a_5a5a;
+        let id = uuid_of_stamp(stamp, u64::MAX);
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        let (secs, nanos) = id.get_timestamp().expect("v7").to_unix();
+        assert_eq!((secs, nanos), (1_700_000_000, 123_000_000));
+        // The counter sits right after the version and variant bits, above the random ones.
+        let bits = id.as_u128();
+        assert_eq!(((bits >> 64) & 0xfff) as u64, 0x2a_5a5a >> 10);
+        assert_eq!(((bits >> 52) & 0x3ff) as u64, 0x2a_5a5a & 0x3ff);
+        // Random bits never outweigh the counter: the next stamp sorts above whatever they are.
+        assert!(uuid_of_stamp(stamp, u64::MAX) < uuid_of_stamp(stamp + 1, 0));
+    }
+
+    #[test]
+    fn the_day_cache_gives_the_times_chrono_gives() {
+        for secs in [0_u64, 86_399, 86_400, 951_782_400, 1_700_000_000, 4_102_444_799] {
+            for nanos in [0, 999_999_000] {
+                let expected = DateTime::from_timestamp(secs as i64, nanos).expect("in range");
+                assert_eq!(utc_at(secs, nanos), expected, "{secs} s {nanos} ns");
+            }
+        }
+    }
 
     #[test]
     fn ids_are_time_ordered_uuid_v7() {
