@@ -14,40 +14,10 @@ use std::time::{Duration, Instant};
 use better_auth_events::prelude::*;
 use better_auth_events::store::PostgresStore;
 use better_auth_events::{AppendOutcome, Error, EventQuery, StoredEvent};
-use sqlx::{Connection, Executor};
+use sqlx::Connection;
+use support::postgres::{START, Schema, url};
 
-const START: &str = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
-
-fn url() -> String {
-    std::env::var("BAE_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// A fresh schema name, whose schema is dropped when this is dropped, whatever the test's
-/// outcome.
-struct Schema(String);
-
-impl Schema {
-    fn new() -> Self {
-        Self(format!("bae_test_{}", uuid::Uuid::now_v7().simple()))
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (url, name) = (url(), self.0.clone());
-        // A thread of its own: `drop` may run inside a runtime, where blocking is not allowed.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            rt.block_on(async {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
-                    let _ = conn.execute(format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE").as_str()).await;
-                    let _ = conn.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
+mod support;
 
 async fn open(schema: &Schema) -> PostgresStore {
     let url = url();

@@ -13,43 +13,10 @@ use std::time::{Duration, Instant};
 use better_auth_events::prelude::*;
 use better_auth_events::store::RedisStore;
 use better_auth_events::{AppendOutcome, Error, EventQuery};
-use resp::{Raw, Reply};
+use support::redis::{Prefix, START, addr, url};
+use support::resp::{Raw, Reply};
 
-const START: &str = "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save \"\" --appendonly no";
-
-fn url() -> String {
-    std::env::var("BAE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// `host:port` of [`url`].
-fn addr() -> String {
-    let url = url();
-    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    authority.rsplit('@').next().unwrap_or(authority).to_owned()
-}
-
-/// A fresh prefix whose keys are deleted when it is dropped, whatever the test's outcome.
-struct Prefix(String);
-
-impl Prefix {
-    fn new() -> Self {
-        Self(format!("bae_test:{}", uuid::Uuid::now_v7().simple()))
-    }
-
-    fn key(&self, name: &str) -> String {
-        format!("{}:{name}", self.0)
-    }
-}
-
-impl Drop for Prefix {
-    fn drop(&mut self) {
-        if let Ok(mut raw) = Raw::connect(&addr()) {
-            let keys = [self.key("events"), self.key("ids"), self.key("position")];
-            let _ = raw.cmd(&["DEL", &keys[0], &keys[1], &keys[2]]);
-        }
-    }
-}
+mod support;
 
 async fn open(prefix: &Prefix) -> RedisStore {
     let url = url();
@@ -328,80 +295,5 @@ impl Serialize for Poison {
         let mut st = s.serialize_struct("Poison", 1)?;
         st.serialize_field("poison", &self.poison)?;
         st.end()
-    }
-}
-
-/// A minimal blocking RESP2 client: the test reads the keys without the crate under test.
-mod resp {
-    use std::io::{self, BufRead, BufReader, Read, Write};
-    use std::net::TcpStream;
-    use std::time::Duration;
-
-    #[derive(Debug, PartialEq)]
-    pub enum Reply {
-        Nil,
-        Int(i64),
-        Bytes(Vec<u8>),
-        Array(Vec<Reply>),
-        Error(String),
-    }
-
-    impl Reply {
-        /// The reply as text; panics on anything but a string.
-        pub fn text(&self) -> String {
-            match self {
-                Reply::Bytes(b) => String::from_utf8(b.clone()).expect("UTF-8"),
-                other => panic!("not a string: {other:?}"),
-            }
-        }
-    }
-
-    pub struct Raw(BufReader<TcpStream>);
-
-    impl Raw {
-        pub fn connect(addr: &str) -> io::Result<Self> {
-            let stream = TcpStream::connect(addr)?;
-            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-            Ok(Self(BufReader::new(stream)))
-        }
-
-        pub fn cmd(&mut self, args: &[&str]) -> io::Result<Reply> {
-            let mut out = format!("*{}\r\n", args.len()).into_bytes();
-            for a in args {
-                out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-                out.extend_from_slice(a.as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-            self.0.get_mut().write_all(&out)?;
-            self.read()
-        }
-
-        fn line(&mut self) -> io::Result<String> {
-            let mut line = String::new();
-            self.0.read_line(&mut line)?;
-            Ok(line.trim_end_matches("\r\n").to_owned())
-        }
-
-        fn read(&mut self) -> io::Result<Reply> {
-            let line = self.line()?;
-            let bad = || io::Error::other(format!("bad reply line {line:?}"));
-            let (kind, rest) = line.split_at_checked(1).ok_or_else(bad)?;
-            let n = || rest.parse::<i64>().map_err(|_| bad());
-            Ok(match kind {
-                "+" => Reply::Bytes(rest.as_bytes().to_vec()),
-                "-" => Reply::Error(rest.to_owned()),
-                ":" => Reply::Int(n()?),
-                "$" if n()? < 0 => Reply::Nil,
-                "$" => {
-                    let mut buf = vec![0; n()? as usize + 2];
-                    self.0.read_exact(&mut buf)?;
-                    buf.truncate(buf.len() - 2);
-                    Reply::Bytes(buf)
-                }
-                "*" if n()? < 0 => Reply::Nil,
-                "*" => (0..n()?).map(|_| self.read()).collect::<io::Result<Vec<_>>>().map(Reply::Array)?,
-                _ => return Err(bad()),
-            })
-        }
     }
 }

@@ -12,6 +12,8 @@ use better_auth_events::{AppendOutcome, EventQuery, Order, StoredEvent};
 use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
 
+mod support;
+
 #[derive(Event, Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
 #[event(name = "conf.user.created", version = "1.2.0")]
 struct UserCreated {
@@ -307,105 +309,109 @@ async fn the_seed_query_api_works_through_the_bus(store: Arc<dyn EventStore>) {
     assert_eq!(Some(events[0].position), receipt.position);
 }
 
+/// A store under test, and what removes its data (schema, keys, file) when the test
+/// ends, pass or fail: the suite can be re-run and leaves nothing behind.
+struct Fixture {
+    store: Arc<dyn EventStore>,
+    _cleanup: Box<dyn Send>,
+}
+
 macro_rules! conformance_suite {
     ($fresh:expr) => {
         use std::sync::Arc;
 
-        use better_auth_events::EventStore;
-
-        async fn fresh() -> Arc<dyn EventStore> {
+        async fn fresh() -> super::Fixture {
             $fresh.await
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn appends_get_positions_and_round_trip() {
-            super::appends_get_positions_and_round_trip(&*fresh().await).await;
+            super::appends_get_positions_and_round_trip(&*fresh().await.store).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn appending_an_existing_id_stores_nothing_and_says_so() {
-            super::appending_an_existing_id_stores_nothing_and_says_so(&*fresh().await).await;
+            super::appending_an_existing_id_stores_nothing_and_says_so(&*fresh().await.store).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn a_batch_is_atomic_and_reports_duplicates_within_it() {
-            super::a_batch_is_atomic_and_reports_duplicates_within_it(&*fresh().await).await;
+            super::a_batch_is_atomic_and_reports_duplicates_within_it(&*fresh().await.store).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn query_filters_select_exactly_the_matching_events() {
-            super::query_filters_select_exactly_the_matching_events(&*fresh().await).await;
+            super::query_filters_select_exactly_the_matching_events(&*fresh().await.store).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn stream_pages_through_more_events_than_a_page() {
-            super::stream_pages_through_more_events_than_a_page(&*fresh().await).await;
+            super::stream_pages_through_more_events_than_a_page(&*fresh().await.store).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn concurrent_appenders_lose_nothing_and_a_tail_reader_never_misses() {
-            super::concurrent_appenders_lose_nothing_and_a_tail_reader_never_misses(fresh().await).await;
+            super::concurrent_appenders_lose_nothing_and_a_tail_reader_never_misses(fresh().await.store).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn stored_events_read_back_as_typed_events() {
-            super::stored_events_read_back_as_typed_events(&*fresh().await).await;
+            super::stored_events_read_back_as_typed_events(&*fresh().await.store).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn the_seed_query_api_works_through_the_bus() {
-            super::the_seed_query_api_works_through_the_bus(fresh().await).await;
+            super::the_seed_query_api_works_through_the_bus(fresh().await.store).await;
         }
     };
 }
 
 mod memory {
-    conformance_suite!(async { Arc::new(better_auth_events::MemoryStore::new()) as Arc<dyn EventStore> });
+    conformance_suite!(async {
+        super::Fixture { store: Arc::new(better_auth_events::MemoryStore::new()), _cleanup: Box::new(()) }
+    });
 }
 
 #[cfg(feature = "sqlite")]
 mod sqlite {
     conformance_suite!(async {
-        // Each test gets its own file; the directory is kept for the test's life by leaking
-        // the handle (the OS temp dir is cleaned by the system).
+        // Each test gets its own file, in a directory removed when the test ends.
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("events.db");
-        std::mem::forget(dir);
         let store = better_auth_events::store::SqliteStore::open(&path)
             .await
             .unwrap_or_else(|e| panic!("cannot open SQLite store at {}: {e}", path.display()));
-        Arc::new(store) as Arc<dyn EventStore>
+        super::Fixture { store: Arc::new(store), _cleanup: Box::new(dir) }
     });
 }
 
 #[cfg(feature = "postgres")]
 mod postgres {
     conformance_suite!(async {
-        let url =
-            std::env::var("BAE_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let schema = format!("bae_test_{}", uuid::Uuid::now_v7().simple());
+        use crate::support::postgres::{START, Schema, url};
+        let (url, schema) = (url(), Schema::new());
         let store =
-            better_auth_events::store::PostgresStore::builder(&url).schema(&schema).build().await.unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL at {url} is unreachable or refused the store ({e}); start it with \
-                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or set BAE_POSTGRES_URL"
-                )
-            });
-        Arc::new(store) as Arc<dyn EventStore>
+            better_auth_events::store::PostgresStore::builder(&url).schema(&schema.0).build().await.unwrap_or_else(
+                |e| {
+                    panic!(
+                        "PostgreSQL at {url} is unreachable or refused the store ({e}); start it with `{START}` or set \
+                     BAE_POSTGRES_URL"
+                    )
+                },
+            );
+        super::Fixture { store: Arc::new(store), _cleanup: Box::new(schema) }
     });
 }
 
 #[cfg(feature = "redis")]
 mod redis {
     conformance_suite!(async {
-        let url = std::env::var("BAE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let prefix = format!("bae_test:{}", uuid::Uuid::now_v7().simple());
-        let store = better_auth_events::store::RedisStore::builder(&url).prefix(&prefix).build().await.unwrap_or_else(|e| {
-            panic!(
-                "Redis at {url} is unreachable ({e}); start it with `redis-server --daemonize yes --bind 127.0.0.1 -::1 \
-                 --port 6379 --save \"\" --appendonly no` or set BAE_REDIS_URL"
-            )
-        });
-        Arc::new(store) as Arc<dyn EventStore>
+        use crate::support::redis::{Prefix, START, url};
+        let (url, prefix) = (url(), Prefix::new());
+        let store =
+            better_auth_events::store::RedisStore::builder(&url).prefix(&prefix.0).build().await.unwrap_or_else(|e| {
+                panic!("Redis at {url} is unreachable ({e}); start it with `{START}` or set BAE_REDIS_URL")
+            });
+        super::Fixture { store: Arc::new(store), _cleanup: Box::new(prefix) }
     });
 }
