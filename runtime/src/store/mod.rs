@@ -258,12 +258,17 @@ impl EncodedRow {
             Some(m) => serde_json::from_str(m).map_err(|e| bad("metadata", &e))?,
         };
         let position = u64::try_from(self.position).map_err(|e| bad("position", &e))?;
-        let mut event = Event::new(self.event_type).with_data(data).with_metadata(metadata);
-        event.id = id;
-        event.source = self.source.into();
-        event.subject = self.subject;
-        event.timestamp = self.timestamp;
-        event.version = self.version.map(Into::into);
+        // Built whole: `Event::new` would make (and throw away) a fresh id and time per row.
+        let event = Event {
+            id,
+            event_type: self.event_type.into(),
+            source: self.source.into(),
+            subject: self.subject,
+            timestamp: self.timestamp,
+            version: self.version.map(Into::into),
+            metadata,
+            data,
+        };
         Ok(StoredEvent { position, event })
     }
 }
