@@ -151,3 +151,98 @@ async fn handlers_can_be_called_by_hand_like_any_function() {
     deny_banned(&Signup { email: "a@ok.example".into() }).await.unwrap();
     assert!(deny_banned(&Signup { email: "a@banned.example".into() }).await.is_err());
 }
+
+#[derive(Event, Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[event(name = "macro.ctx_job")]
+struct CtxJob {
+    n: u32,
+}
+
+/// What an async handler saw: its context, and the event and the bus it came from.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    event_id: uuid::Uuid,
+    ctx_event_id: uuid::Uuid,
+    handler: String,
+    attempt: u32,
+    mode: HandlerMode,
+    bus: &'static str,
+}
+
+/// Where the handlers of `CtxJob` write what they saw; each bus has its own `tag`.
+struct SeenLog {
+    tag: &'static str,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+/// Records what the handler saw; the first attempt of every third job fails.
+fn record(e: &Envelope<CtxJob>, ctx: &HandlerContext, log: &SeenLog) -> Result<(), HandlerError> {
+    log.seen.lock().unwrap().push(Seen {
+        event_id: e.id,
+        ctx_event_id: ctx.event_id(),
+        handler: ctx.handler_name().to_owned(),
+        attempt: ctx.attempt(),
+        mode: ctx.mode(),
+        bus: log.tag,
+    });
+    if e.data.n.is_multiple_of(3) && ctx.attempt() == 1 {
+        Err(HandlerError::new("first attempt fails"))
+    } else {
+        Ok(())
+    }
+}
+
+#[handler(async, retry(max_attempts = 2, backoff = "fixed", base = "1ms", jitter = false))]
+async fn ctx_a(e: &Envelope<CtxJob>, ctx: &HandlerContext, log: Dep<SeenLog>) -> Result<(), HandlerError> {
+    record(e, ctx, &log)
+}
+
+#[handler(async, retry(max_attempts = 2, backoff = "fixed", base = "1ms", jitter = false))]
+async fn ctx_b(e: &Envelope<CtxJob>, ctx: &HandlerContext, log: Dep<SeenLog>) -> Result<(), HandlerError> {
+    record(e, ctx, &log)
+}
+
+#[tokio::test]
+async fn a_worker_gives_each_delivery_its_own_context_across_handlers_buses_and_retries() {
+    // One worker serves both buses: every delivery refills, or replaces, the context of the
+    // delivery before it.
+    let pool = Arc::new(WorkerPool::new(1, 100));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut buses = Vec::new();
+    for tag in ["first", "second"] {
+        let bus = EventBus::builder()
+            .backend(Arc::clone(&pool))
+            .dependency(SeenLog { tag, seen: Arc::clone(&seen) })
+            .handlers(named(&["ctx_a", "ctx_b"]))
+            .build()
+            .await
+            .unwrap();
+        buses.push((tag, bus));
+    }
+    let mut expected = Vec::new();
+    for n in 0..30_u32 {
+        let (tag, bus) = &buses[(n as usize / 2) % 2];
+        let receipt = bus.emit(CtxJob { n }).await.unwrap();
+        let attempts: &[u32] = if n.is_multiple_of(3) { &[1, 2] } else { &[1] };
+        for handler in ["ctx_a", "ctx_b"] {
+            for &attempt in attempts {
+                expected.push(Seen {
+                    event_id: receipt.id,
+                    ctx_event_id: receipt.id,
+                    handler: handler.into(),
+                    attempt,
+                    mode: HandlerMode::Async,
+                    bus: tag,
+                });
+            }
+        }
+    }
+    assert!(pool.close(Duration::from_secs(5)).await.unwrap().is_complete());
+    let mut seen = seen.lock().unwrap().clone();
+    let key = |s: &Seen| (s.event_id, s.handler.clone(), s.attempt);
+    seen.sort_by_key(key);
+    expected.sort_by_key(key);
+    assert_eq!(seen, expected);
+    assert_eq!(buses.iter().map(|(_, bus)| bus.stats().succeeded).sum::<u64>(), 60);
+    assert_eq!(buses.iter().map(|(_, bus)| bus.stats().retried).sum::<u64>(), 20);
+}

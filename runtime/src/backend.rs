@@ -3,15 +3,17 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use crossbeam_utils::CachePadded;
 use tokio::sync::{Semaphore, TryAcquireError};
 use uuid::Uuid;
 
+use crate::bus::Route;
 use crate::envelope::Envelope;
 use crate::error::{Error, HandlerError, Result};
 use crate::event::EventData;
@@ -57,10 +59,43 @@ pub(crate) struct DeliveryEnv {
 /// Counters of the async path, read with [`crate::EventBus::stats`].
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
-    pub(crate) succeeded: AtomicU64,
+    /// Bumped by every successful delivery, from every worker thread at once: sharded.
+    pub(crate) succeeded: ShardedCounter,
     pub(crate) failed: AtomicU64,
     pub(crate) retried: AtomicU64,
     pub(crate) panicked: AtomicU64,
+}
+
+/// Shards of a [`ShardedCounter`]; more than the threads that usually bump one at once.
+const SHARDS: usize = 16;
+
+/// A counter bumped from many threads at once: each thread adds to its own cache line, a
+/// read sums them. One shared atomic would move its cache line between the worker threads
+/// on every delivery.
+#[derive(Debug, Default)]
+pub(crate) struct ShardedCounter {
+    shards: [CachePadded<AtomicU64>; SHARDS],
+}
+
+impl ShardedCounter {
+    /// Adds `n`.
+    pub(crate) fn add(&self, n: u64) {
+        self.shards[shard_of_this_thread()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The total so far.
+    pub(crate) fn get(&self) -> u64 {
+        self.shards.iter().map(|s| s.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// This thread's shard: threads take shards in turn as they first bump a counter.
+fn shard_of_this_thread() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
 }
 
 /// One event to be handled by one async handler.
@@ -71,11 +106,14 @@ pub(crate) struct Stats {
 #[derive(Clone)]
 pub struct Delivery {
     pub(crate) event: Arc<SharedEvent>,
-    pub(crate) target: Arc<DeliveryTarget>,
+    /// The route of the event's type when it was emitted; the delivery's handler is its
+    /// async handler number `index`.
+    pub(crate) route: Arc<Route>,
+    pub(crate) index: usize,
 }
 
 /// The handler of a delivery and what the bus gives it, shared by every delivery to that
-/// handler (made when the bus's handlers change, not per emit).
+/// handler (made when the bus's handlers change, not per emit, and kept in its route).
 pub(crate) struct DeliveryTarget {
     pub(crate) handler: Handler,
     pub(crate) env: Arc<DeliveryEnv>,
@@ -86,12 +124,17 @@ impl fmt::Debug for Delivery {
         f.debug_struct("Delivery")
             .field("event_id", &self.event.env.id)
             .field("event_type", &self.event.env.event_type)
-            .field("handler", &self.target.handler.name())
+            .field("handler", &self.target().handler.name())
             .finish()
     }
 }
 
 impl Delivery {
+    /// The handler of this delivery and what the bus gives it.
+    fn target(&self) -> &DeliveryTarget {
+        &self.route.asynchronous[self.index]
+    }
+
     /// The event's id.
     pub fn event_id(&self) -> Uuid {
         self.event.env.id
@@ -109,17 +152,17 @@ impl Delivery {
 
     /// The handler this delivery is for.
     pub fn handler_name(&self) -> &str {
-        self.target.handler.name()
+        self.target().handler.name()
     }
 
     /// The handler this delivery is for.
     pub fn handler(&self) -> &Handler {
-        &self.target.handler
+        &self.target().handler
     }
 
     /// The stable delivery id (UUIDv5 of event id and handler name).
     pub fn delivery_id(&self) -> Uuid {
-        self.event.env.delivery_id(self.target.handler.name())
+        self.event.env.delivery_id(self.target().handler.name())
     }
 
     /// The event as a CloudEvents 1.0 structured JSON document. Serialized once per emit
@@ -131,47 +174,83 @@ impl Delivery {
     /// Runs one attempt of the handler: with its timeout, a panic caught and reported as
     /// [`HandlerError::Panicked`].
     pub async fn execute(&self, attempt: u32) -> std::result::Result<(), HandlerError> {
-        let ctx = HandlerContext {
-            event_id: self.event.env.id,
-            handler: self.target.handler.inner.name.clone(),
-            attempt,
-            mode: HandlerMode::Async,
-            replay: self.event.env.metadata.replay,
-            deps: Arc::clone(&self.target.env.deps),
-        };
-        let run = self.target.handler.invoke(&self.event.env, &ctx);
-        if self.target.env.track_cause {
+        self.execute_in(attempt, &mut None).await
+    }
+
+    /// [`Delivery::execute`] with the caller's context slot: a worker keeps one context and
+    /// refills it for each delivery, so the bus's dependencies (shared by every worker) are
+    /// not reference-counted once per delivery.
+    async fn execute_in(
+        &self,
+        attempt: u32,
+        slot: &mut Option<HandlerContext>,
+    ) -> std::result::Result<(), HandlerError> {
+        let ctx = self.context_in(attempt, slot);
+        let run = self.target().handler.invoke(&self.event.env, ctx);
+        if self.target().env.track_cause {
             Box::pin(crate::bus::with_cause(&self.event.env, run)).await
         } else {
             run.await
         }
     }
 
+    /// The context of one attempt, in `slot`: refilled when it holds one for the same bus's
+    /// dependencies, made afresh otherwise.
+    fn context_in<'s>(&self, attempt: u32, slot: &'s mut Option<HandlerContext>) -> &'s HandlerContext {
+        let deps = &self.target().env.deps;
+        let fresh = || HandlerContext {
+            event_id: self.event.env.id,
+            handler: self.target().handler.inner.name.clone(),
+            attempt,
+            mode: HandlerMode::Async,
+            replay: self.event.env.metadata.replay,
+            deps: Arc::clone(deps),
+        };
+        if !slot.as_ref().is_some_and(|ctx| Arc::ptr_eq(&ctx.deps, deps)) {
+            return slot.insert(fresh());
+        }
+        let ctx = slot.get_or_insert_with(fresh);
+        ctx.event_id = self.event.env.id;
+        ctx.handler.clone_from(&self.target().handler.inner.name);
+        ctx.attempt = attempt;
+        ctx.replay = self.event.env.metadata.replay;
+        ctx
+    }
+
     /// Runs the handler with its retry policy (the handler's own, else the bus default) and
     /// reports a final failure to the bus's failure hook and to `tracing`.
     pub async fn run_to_completion(&self) -> std::result::Result<(), HandlerError> {
+        self.run_to_completion_in(&mut None).await
+    }
+
+    /// [`Delivery::run_to_completion`] with the caller's context slot (see
+    /// [`Delivery::execute_in`]).
+    pub(crate) async fn run_to_completion_in(
+        &self,
+        slot: &mut Option<HandlerContext>,
+    ) -> std::result::Result<(), HandlerError> {
         // Retry state is made on the first failure: a delivery that succeeds pays nothing.
         let mut delays: Option<Box<dyn Iterator<Item = Duration> + Send>> = None;
         let mut first_failure = None;
         let mut attempt = 1;
         loop {
-            match self.execute(attempt).await {
+            match self.execute_in(attempt, slot).await {
                 Ok(()) => {
-                    self.target.env.stats.succeeded.fetch_add(1, Ordering::Relaxed);
+                    self.target().env.stats.succeeded.add(1);
                     return Ok(());
                 }
                 Err(error) => {
                     if matches!(error, HandlerError::Panicked(_)) {
-                        self.target.env.stats.panicked.fetch_add(1, Ordering::Relaxed);
+                        self.target().env.stats.panicked.fetch_add(1, Ordering::Relaxed);
                     }
                     let first_failure = *first_failure.get_or_insert_with(Utc::now);
                     let delays = delays.get_or_insert_with(|| {
-                        self.target.handler.retry_policy().unwrap_or(&self.target.env.default_retry).delays()
+                        self.target().handler.retry_policy().unwrap_or(&self.target().env.default_retry).delays()
                     });
                     let next = if error.is_retryable() { delays.next() } else { None };
                     match next {
                         Some(delay) => {
-                            self.target.env.stats.retried.fetch_add(1, Ordering::Relaxed);
+                            self.target().env.stats.retried.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(
                                 target: "better_auth_events",
                                 event_id = %self.event_id(),
@@ -184,7 +263,7 @@ impl Delivery {
                             attempt += 1;
                         }
                         None => {
-                            self.target.env.stats.failed.fetch_add(1, Ordering::Relaxed);
+                            self.target().env.stats.failed.fetch_add(1, Ordering::Relaxed);
                             tracing::error!(
                                 target: "better_auth_events",
                                 event_id = %self.event_id(),
@@ -193,11 +272,11 @@ impl Delivery {
                                 attempts = attempt,
                                 "async handler failed for good: {error}"
                             );
-                            if let Some(hook) = &self.target.env.on_failure {
+                            if let Some(hook) = &self.target().env.on_failure {
                                 hook(&DeliveryFailure {
                                     event_id: self.event_id(),
                                     event_type: self.event_type().clone(),
-                                    handler: self.target.handler.inner.name.clone(),
+                                    handler: self.target().handler.inner.name.clone(),
                                     attempts: attempt,
                                     first_failure,
                                     last_failure: Utc::now(),
@@ -217,7 +296,7 @@ impl Delivery {
         UnfinishedDelivery {
             event_id: self.event_id(),
             event_type: self.event_type().clone(),
-            handler: self.target.handler.inner.name.clone(),
+            handler: self.target().handler.inner.name.clone(),
         }
     }
 }
@@ -459,12 +538,13 @@ impl WorkerPool {
                     let drained = Arc::clone(&self.drained);
                     let interrupted = Arc::clone(&self.interrupted);
                     handle.spawn(async move {
+                        let mut ctx = None;
                         while let Ok(job) = rx.recv().await {
                             room.add_permits(1);
                             let mut guard = InFlight { job: Some(job), sink: &interrupted };
                             if let Some(job) = &guard.job {
                                 // Failures are reported inside; nothing goes back to the emitter.
-                                let _ = job.run_to_completion().await;
+                                let _ = job.run_to_completion_in(&mut ctx).await;
                             }
                             guard.job = None;
                             if closed.load(Ordering::Relaxed) {
@@ -613,5 +693,29 @@ impl<B: AsyncBackend + ?Sized> AsyncBackend for Arc<B> {
 
     fn name(&self) -> &str {
         (**self).name()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sharded_counter_sums_what_every_thread_added() {
+        let counter = ShardedCounter::default();
+        // More threads than shards, so some threads share a shard.
+        std::thread::scope(|s| {
+            for t in 0..(SHARDS as u64 + 3) {
+                let counter = &counter;
+                s.spawn(move || {
+                    for _ in 0..1000 {
+                        counter.add(1);
+                    }
+                    counter.add(t);
+                });
+            }
+        });
+        let threads = SHARDS as u64 + 3;
+        assert_eq!(counter.get(), threads * 1000 + threads * (threads - 1) / 2);
     }
 }

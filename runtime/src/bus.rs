@@ -147,7 +147,7 @@ pub(crate) struct Route {
     pub(crate) sync: Vec<Handler>,
     /// Async handlers in the same order, each with what the bus gives it: a delivery
     /// points to one of these (one shared reference, not one per handler and one per bus).
-    pub(crate) asynchronous: Vec<Arc<DeliveryTarget>>,
+    pub(crate) asynchronous: Vec<DeliveryTarget>,
 }
 
 impl Route {
@@ -172,7 +172,7 @@ impl RouteTable {
             match h.mode() {
                 HandlerMode::Sync => route.sync.push(h.clone()),
                 HandlerMode::Async => {
-                    route.asynchronous.push(Arc::new(DeliveryTarget { handler: h.clone(), env: Arc::clone(env) }))
+                    route.asynchronous.push(DeliveryTarget { handler: h.clone(), env: Arc::clone(env) })
                 }
             }
         }
@@ -318,7 +318,7 @@ impl EventBus {
     pub fn stats(&self) -> BusStats {
         let s = &self.inner.delivery_env.stats;
         BusStats {
-            succeeded: s.succeeded.load(Ordering::Relaxed),
+            succeeded: s.succeeded.get(),
             failed: s.failed.load(Ordering::Relaxed),
             retried: s.retried.load(Ordering::Relaxed),
             panicked: s.panicked.load(Ordering::Relaxed),
@@ -438,7 +438,7 @@ impl EventBus {
         }
         for (env, index, route) in prepared {
             if let Some(route) = route {
-                let (n, sent) = self.publish_async(env, &route)?;
+                let (n, sent) = self.publish_async(env, route)?;
                 if let Some(sent) = sent {
                     sent.await?;
                 }
@@ -483,7 +483,7 @@ impl EventBus {
             // every state of this future.
             let mut receipt = EmitReceipt::emitted(&env, handlers_run, position);
             if let Some(route) = route {
-                let (n, sent) = self.publish_async(env, &route)?;
+                let (n, sent) = self.publish_async(env, route)?;
                 if let Some(sent) = sent {
                     sent.await?;
                 }
@@ -623,12 +623,14 @@ impl EventBus {
     fn publish_async<T: EventData>(
         &self,
         env: Envelope<T>,
-        route: &Route,
+        route: Arc<Route>,
     ) -> Result<(usize, Option<BoxFuture<'_, Result<()>>>)> {
         let shared: Arc<SharedEvent> = SharedEvent::new(env);
         let mut conversions = Conversions::default();
-        let mut delivery = |target: &Arc<DeliveryTarget>| -> Result<Delivery> {
-            let h = &target.handler;
+        // A delivery holds the route (which holds its handler): the last one takes over the
+        // emit's own reference, so the usual single delivery touches no reference count.
+        let mut delivery = |index: usize, route: Arc<Route>| -> Result<Delivery> {
+            let h = &route.asynchronous[index].handler;
             let event = if handler_takes(h, &shared.env) {
                 Arc::clone(&shared)
             } else {
@@ -638,16 +640,25 @@ impl EventBus {
                     source,
                 })?
             };
-            Ok(Delivery { event, target: Arc::clone(target) })
+            Ok(Delivery { event, route, index })
         };
         let backend = &*self.inner.backend;
-        let sent = match &route.asynchronous[..] {
+        let n = route.asynchronous.len();
+        let sent = if n == 1 {
             // The usual case, one async handler: no list to build, and no future if the
             // backend takes it at once.
-            [target] => backend.try_publish(delivery(target)?)?.map(|d| backend.publish(d)),
-            targets => Some(backend.publish_all(targets.iter().map(delivery).collect::<Result<Vec<_>>>()?)),
+            backend.try_publish(delivery(0, route)?)?.map(|d| backend.publish(d))
+        } else {
+            let mut deliveries = Vec::with_capacity(n);
+            for index in 0..n.saturating_sub(1) {
+                deliveries.push(delivery(index, Arc::clone(&route))?);
+            }
+            if n > 0 {
+                deliveries.push(delivery(n - 1, route)?);
+            }
+            Some(backend.publish_all(deliveries))
         };
-        Ok((route.asynchronous.len(), sent))
+        Ok((n, sent))
     }
 }
 
