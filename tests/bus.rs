@@ -303,28 +303,32 @@ async fn an_emit_needing_more_room_than_the_queue_has_is_refused() {
 
 #[tokio::test]
 async fn shutdown_drains_in_flight_work_and_emit_after_it_is_closed() {
-    let done = Arc::new(AtomicUsize::new(0));
-    let d = Arc::clone(&done);
-    let bus = EventBus::builder()
-        .workers(2)
-        .handler(Handler::typed(HandlerOptions::asynchronous().name("work"), async move |_: &Envelope<Job>| {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            d.fetch_add(1, Ordering::SeqCst);
-            Ok::<(), HandlerError>(())
-        }))
-        .build()
-        .await
-        .unwrap();
-    for n in 0..20 {
-        bus.emit(Job { n }).await.unwrap();
+    // The default queue is a ring allocated up front; a very large one is a list of blocks.
+    for queue_size in [1000, 1 << 20] {
+        let done = Arc::new(AtomicUsize::new(0));
+        let d = Arc::clone(&done);
+        let bus = EventBus::builder()
+            .workers(2)
+            .queue_size(queue_size)
+            .handler(Handler::typed(HandlerOptions::asynchronous().name("work"), async move |_: &Envelope<Job>| {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                d.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), HandlerError>(())
+            }))
+            .build()
+            .await
+            .unwrap();
+        for n in 0..20 {
+            bus.emit(Job { n }).await.unwrap();
+        }
+        let report = bus.shutdown(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(report, ShutdownReport { drained: 20, unfinished: vec![] }, "queue of {queue_size}");
+        assert_eq!(done.load(Ordering::SeqCst), 20);
+        assert!(bus.is_closed());
+        let err = bus.emit(Job { n: 99 }).await.unwrap_err();
+        assert!(matches!(err, Error::Closed), "{err}");
+        assert_eq!(err.to_string(), "the event bus is shut down and accepts no more events");
     }
-    let report = bus.shutdown(Duration::from_secs(5)).await.unwrap();
-    assert_eq!(report, ShutdownReport { drained: 20, unfinished: vec![] });
-    assert_eq!(done.load(Ordering::SeqCst), 20);
-    assert!(bus.is_closed());
-    let err = bus.emit(Job { n: 99 }).await.unwrap_err();
-    assert!(matches!(err, Error::Closed), "{err}");
-    assert_eq!(err.to_string(), "the event bus is shut down and accepts no more events");
 }
 
 #[tokio::test]

@@ -442,11 +442,15 @@ struct Running {
     workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+/// The largest queue kept in one ring allocated up front (a slot is 32 bytes).
+const RING_LIMIT: usize = 1 << 16;
+
 /// The default async backend: a bounded queue served by a fixed number of tokio tasks.
 ///
 /// The queue is a multi-consumer channel the workers pull from (no lock between them),
 /// bounded by a semaphore of `queue_size` permits: an emit reserves room for all its
-/// deliveries at once, and a worker gives one permit back as it takes a delivery. In
+/// deliveries at once, and a worker gives one permit back as it takes a delivery. Queues of
+/// up to 65,536 deliveries are one ring allocated when the pool starts (32 bytes a slot). In
 /// process and memory only: deliveries still queued when the process dies are lost
 /// (at-most-once across a crash). Workers start on the first publish, inside the tokio
 /// runtime that publishes. A panicking handler is caught and reported; the worker lives on.
@@ -529,7 +533,14 @@ impl WorkerPool {
             Error::backend("worker-pool", format!("async handlers need a tokio runtime to run on: {e}"))
         })?;
         Ok(self.running.get_or_init(|| {
-            let (tx, rx) = async_channel::unbounded::<Delivery>();
+            // Room is reserved before every send, so the queue never holds more than
+            // `queue_size` deliveries: up to `RING_LIMIT` it is one ring allocated up front
+            // (nothing allocated or freed per delivery), beyond that a list of blocks.
+            let (tx, rx) = if self.config.queue_size <= RING_LIMIT {
+                async_channel::bounded::<Delivery>(self.config.queue_size)
+            } else {
+                async_channel::unbounded::<Delivery>()
+            };
             let workers = (0..self.config.workers)
                 .map(|_| {
                     let rx = rx.clone();
@@ -588,9 +599,17 @@ impl WorkerPool {
     }
 
     /// Queues deliveries whose room is reserved.
-    fn send(running: &Running, deliveries: impl IntoIterator<Item = Delivery>) -> Result<()> {
+    fn send(&self, running: &Running, deliveries: impl IntoIterator<Item = Delivery>) -> Result<()> {
         for d in deliveries {
-            running.tx.try_send(d).map_err(|_| Error::Closed)?;
+            running.tx.try_send(d).map_err(|e| match e {
+                async_channel::TrySendError::Closed(_) => Error::Closed,
+                // The reserved room makes this unreachable; never a silent drop if it is not.
+                async_channel::TrySendError::Full(_) => Error::Backpressure {
+                    backend: "worker-pool".into(),
+                    capacity: self.config.queue_size,
+                    waited: None,
+                },
+            })?;
         }
         Ok(())
     }
@@ -606,7 +625,7 @@ impl AsyncBackend for WorkerPool {
         match self.room.try_acquire() {
             Ok(permit) => {
                 permit.forget();
-                Self::send(running, [delivery])?;
+                self.send(running, [delivery])?;
                 Ok(None)
             }
             Err(TryAcquireError::Closed) => Err(Error::Closed),
@@ -625,7 +644,7 @@ impl AsyncBackend for WorkerPool {
         }
         let running = self.running()?;
         self.reserve(deliveries.len()).await?;
-        Self::send(running, deliveries)
+        self.send(running, deliveries)
     }
 
     async fn close(&self, deadline: Duration) -> Result<ShutdownReport> {
