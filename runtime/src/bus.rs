@@ -145,8 +145,8 @@ pub struct BusStats {
 pub(crate) struct Route {
     /// Sync handlers in run order: priority (high first), then registration order.
     pub(crate) sync: Vec<Handler>,
-    /// Async handlers in the same order, each with what the bus gives it: a delivery
-    /// points to one of these (one shared reference, not one per handler and one per bus).
+    /// Async handlers in the same order, each with what the bus gives it: a delivery holds
+    /// the route and the number of its handler (one shared reference, the emit's own).
     pub(crate) asynchronous: Vec<DeliveryTarget>,
 }
 
