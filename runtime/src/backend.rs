@@ -198,23 +198,16 @@ impl Delivery {
     /// dependencies, made afresh otherwise.
     fn context_in<'s>(&self, attempt: u32, slot: &'s mut Option<HandlerContext>) -> &'s HandlerContext {
         let deps = &self.target().env.deps;
-        let fresh = || HandlerContext {
-            event_id: self.event.env.id,
-            handler: self.target().handler.inner.name.clone(),
-            attempt,
-            mode: HandlerMode::Async,
-            replay: self.event.env.metadata.replay,
-            deps: Arc::clone(deps),
+        let mut ctx = match slot.take() {
+            Some(ctx) if Arc::ptr_eq(&ctx.deps, deps) => ctx,
+            _ => HandlerContext::new(self.event.env.id, Cow::Borrowed(""), Arc::clone(deps)),
         };
-        if !slot.as_ref().is_some_and(|ctx| Arc::ptr_eq(&ctx.deps, deps)) {
-            return slot.insert(fresh());
-        }
-        let ctx = slot.get_or_insert_with(fresh);
         ctx.event_id = self.event.env.id;
         ctx.handler.clone_from(&self.target().handler.inner.name);
         ctx.attempt = attempt;
+        ctx.mode = HandlerMode::Async;
         ctx.replay = self.event.env.metadata.replay;
-        ctx
+        slot.insert(ctx)
     }
 
     /// Runs the handler with its retry policy (the handler's own, else the bus default) and
