@@ -269,6 +269,7 @@ impl EventBus {
 
     /// A bus whose async handlers go to `backend` (the seed's `NewEventBusWithBackend`).
     pub fn with_backend(backend: impl AsyncBackend) -> Self {
+        crate::envelope::warm_clock();
         let stats = Arc::new(Stats::default());
         Self {
             inner: Arc::new(BusInner {
@@ -1020,6 +1021,7 @@ impl EventBusBuilder {
     /// event than allowed, a zero worker count, queue or batch size, and pool settings
     /// given together with another backend.
     pub async fn build(self) -> Result<EventBus> {
+        crate::envelope::warm_clock();
         if self.pool.workers == 0 {
             return Err(Error::Config("`workers` must be at least 1".into()));
         }
