@@ -524,10 +524,12 @@ impl EventBus {
                 }
             }
         }
-        // The route is cloned out so no table guard is held across the handlers' awaits.
-        let route = inner.routes.load().routes.get(env.event_type.as_str()).cloned();
+        // The table is held by a guard (no reference count taken) while the handlers run; only
+        // a route with async deliveries to make is cloned out.
+        let table = inner.routes.load();
+        let route = table.routes.get(env.event_type.as_str());
         let mut handlers_run = 0;
-        if let Some(route) = &route {
+        if let Some(route) = route {
             let inline_async = match phase {
                 Phase::Emit => 0,
                 Phase::AllInline => route.asynchronous.len(),
@@ -545,7 +547,7 @@ impl EventBus {
                 .await?;
         }
         let route = match phase {
-            Phase::Emit => route.filter(|r| !r.asynchronous.is_empty()),
+            Phase::Emit => route.filter(|r| !r.asynchronous.is_empty()).cloned(),
             Phase::AllInline => None,
         };
         Ok(Prepared::Ready { handlers_run, route })
