@@ -706,8 +706,10 @@ mod tests {
     fn event_times_follow_the_system_clock_on_every_thread() {
         let check = || {
             for round in 0..3 {
-                // Anchor this thread's clock, then let the counter run a third of a span.
-                let anchored = Event::new("clock.anchor").timestamp;
+                // Anchor this thread's clock, then let the counter run a third of a span (the
+                // event below is then timed by counting on, unless the thread was preempted
+                // past the span, which makes it read the clock: right either way).
+                Event::new("clock.anchor");
                 let spin = std::time::Instant::now();
                 while spin.elapsed() < std::time::Duration::from_nanos(RESYNC_NANOS / 3) {
                     std::hint::spin_loop();
@@ -719,7 +721,6 @@ mod tests {
                 // the counter's drift over a span is nanoseconds.
                 let slack = chrono::Duration::microseconds(2);
                 assert!(event.timestamp + slack >= before && event.timestamp <= after + slack, "round {round}");
-                assert!(event.timestamp - anchored < chrono::Duration::nanoseconds(RESYNC_NANOS as i64), "counted on");
                 let id_millis = event.id.get_timestamp().expect("v7").to_unix();
                 let id_millis = id_millis.0 * 1000 + u64::from(id_millis.1 / 1_000_000);
                 assert!(id_millis.abs_diff(event.timestamp.timestamp_millis() as u64) <= 1, "round {round}");
