@@ -667,3 +667,49 @@ async fn emit_stores_the_event_before_returning() {
     assert_eq!(again.position, Some(1));
     assert_eq!(store.query().count().await.unwrap(), 1);
 }
+
+/// Counts its drops, to see when the worker pool frees an event.
+#[derive(Event, Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[event(name = "test.counted", version = "1.0.0")]
+struct Counted {
+    n: u32,
+}
+
+static COUNTED_DROPS: AtomicUsize = AtomicUsize::new(0);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        COUNTED_DROPS.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn the_pool_frees_finished_events_on_later_publishes_and_all_at_shutdown() {
+    const N: usize = 300;
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&ran);
+    let bus = EventBus::builder()
+        .workers(2)
+        .handler(Handler::typed(HandlerOptions::asynchronous().name("count"), async move |_: &Envelope<Counted>| {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), HandlerError>(())
+        }))
+        .build()
+        .await
+        .unwrap();
+    for n in 0..N as u32 {
+        bus.emit(Counted { n }).await.unwrap();
+    }
+    // At most 128 finished events wait to be freed; the rest are freed as they finish.
+    let settled = async {
+        while ran.load(Ordering::SeqCst) < N || COUNTED_DROPS.load(Ordering::SeqCst) < N - 128 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), settled).await.expect("every event handled, all but 128 freed");
+    let dropped = COUNTED_DROPS.load(Ordering::SeqCst);
+    assert!(dropped < N, "the last finished event waits for a publish or the shutdown ({dropped} freed)");
+    let report = bus.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(COUNTED_DROPS.load(Ordering::SeqCst), N, "the shutdown frees the events left");
+}

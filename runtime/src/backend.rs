@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use concurrent_queue::ConcurrentQueue;
 use crossbeam_utils::CachePadded;
 use tokio::sync::{Semaphore, TryAcquireError};
 use uuid::Uuid;
@@ -438,6 +439,10 @@ struct Running {
 /// The largest queue kept in one ring allocated up front (a slot is 32 bytes).
 const RING_LIMIT: usize = 1 << 16;
 
+/// Events whose deliveries a worker finished, waiting for an emit to free them (see
+/// [`WorkerPool`]): at most this many.
+const SPENT_CAPACITY: usize = 128;
+
 /// The default async backend: a bounded queue served by a fixed number of tokio tasks.
 ///
 /// The queue is a multi-consumer channel the workers pull from (no lock between them),
@@ -447,9 +452,19 @@ const RING_LIMIT: usize = 1 << 16;
 /// process and memory only: deliveries still queued when the process dies are lost
 /// (at-most-once across a crash). Workers start on the first publish, inside the tokio
 /// runtime that publishes. A panicking handler is caught and reported; the worker lives on.
+///
+/// An event is freed on an emitting thread, where it was allocated: a worker hands the
+/// event it finished back to the pool, and the next publish frees it. The allocator then
+/// serves the next event from that thread's cache without a lock; freed on the worker, a
+/// block of an envelope's size takes the emitting thread's allocator lock (glibc's malloc),
+/// which both threads then contend for at every event. At most 128 finished events wait
+/// (a worker frees the event itself when that many do); [`AsyncBackend::close`] frees them
+/// all. Their payloads are dropped then, not as the handler returns.
 pub struct WorkerPool {
     config: WorkerPoolConfig,
     room: Arc<Semaphore>,
+    /// Finished events, for the next publish to free.
+    spent: Arc<ConcurrentQueue<Arc<SharedEvent>>>,
     running: OnceLock<Running>,
     closed: Arc<AtomicBool>,
     /// Deliveries finished after `close` began (counted only then: no shared counter is
@@ -501,6 +516,7 @@ impl WorkerPool {
         Self {
             config,
             room: Arc::new(Semaphore::new(config.queue_size)),
+            spent: Arc::new(ConcurrentQueue::bounded(SPENT_CAPACITY)),
             running: OnceLock::new(),
             closed: Arc::new(AtomicBool::new(false)),
             drained: Arc::new(AtomicU64::new(0)),
@@ -538,6 +554,7 @@ impl WorkerPool {
                 .map(|_| {
                     let rx = rx.clone();
                     let room = Arc::clone(&self.room);
+                    let spent = Arc::clone(&self.spent);
                     let closed = Arc::clone(&self.closed);
                     let drained = Arc::clone(&self.drained);
                     let interrupted = Arc::clone(&self.interrupted);
@@ -550,7 +567,10 @@ impl WorkerPool {
                                 // Failures are reported inside; nothing goes back to the emitter.
                                 let _ = job.run_to_completion_in(&mut ctx).await;
                             }
-                            guard.job = None;
+                            if let Some(job) = guard.job.take() {
+                                // Freed here only when too many wait already.
+                                drop(spent.push(job.event));
+                            }
                             if closed.load(Ordering::Relaxed) {
                                 drained.fetch_add(1, Ordering::Relaxed);
                             }
@@ -591,6 +611,15 @@ impl WorkerPool {
         Ok(())
     }
 
+    /// Frees up to `n` events whose deliveries finished, on this (emitting) thread.
+    fn free_spent(&self, n: usize) {
+        for _ in 0..n {
+            if self.spent.pop().is_err() {
+                break;
+            }
+        }
+    }
+
     /// Queues deliveries whose room is reserved.
     fn send(&self, running: &Running, deliveries: impl IntoIterator<Item = Delivery>) -> Result<()> {
         for d in deliveries {
@@ -615,6 +644,7 @@ impl AsyncBackend for WorkerPool {
             return Err(Error::Closed);
         }
         let running = self.running()?;
+        self.free_spent(1);
         match self.room.try_acquire() {
             Ok(permit) => {
                 permit.forget();
@@ -636,6 +666,7 @@ impl AsyncBackend for WorkerPool {
             return Err(Error::Closed);
         }
         let running = self.running()?;
+        self.free_spent(deliveries.len());
         self.reserve(deliveries.len()).await?;
         self.send(running, deliveries)
     }
@@ -676,6 +707,8 @@ impl AsyncBackend for WorkerPool {
                 "worker pool shut down before finishing every delivery"
             );
         }
+        // The workers are gone: free the finished events they handed back.
+        while self.spent.pop().is_ok() {}
         Ok(ShutdownReport { drained: self.drained.load(Ordering::Relaxed), unfinished })
     }
 
