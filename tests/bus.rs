@@ -40,6 +40,15 @@ fn recorder(name: &'static str, priority: i32, log: &Log, fail: bool) -> Handler
     })
 }
 
+/// An async handler of `E` that only counts its runs in `runs`.
+fn counting<E: TypedEvent>(name: &'static str, runs: &Arc<AtomicUsize>) -> Handler {
+    let runs = Arc::clone(runs);
+    Handler::typed(HandlerOptions::asynchronous().name(name), async move |_: &Envelope<E>| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        Ok::<(), HandlerError>(())
+    })
+}
+
 async fn wait_for(count: &AtomicUsize, n: usize) {
     for _ in 0..500 {
         if count.load(Ordering::SeqCst) >= n {
@@ -73,15 +82,11 @@ async fn the_first_sync_error_vetoes_the_emit_and_stops_later_handlers() {
     let log = log();
     let store = Arc::new(MemoryStore::new());
     let async_runs = Arc::new(AtomicUsize::new(0));
-    let runs = Arc::clone(&async_runs);
     let bus = EventBus::builder()
         .handler(recorder("first", 2, &log, false))
         .handler(recorder("veto", 1, &log, true))
         .handler(recorder("never", 0, &log, false))
-        .handler(Handler::typed(HandlerOptions::asynchronous().name("after"), async move |_: &Envelope<Signup>| {
-            runs.fetch_add(1, Ordering::SeqCst);
-            Ok::<(), HandlerError>(())
-        }))
+        .handler(counting::<Signup>("after", &async_runs))
         .store_arc(store.clone())
         .build()
         .await
@@ -636,16 +641,7 @@ async fn a_store_failure_is_a_store_error_and_the_event_is_not_emitted() {
         }
     }
     let ran = Arc::new(AtomicUsize::new(0));
-    let r = Arc::clone(&ran);
-    let bus = EventBus::builder()
-        .store(DownStore)
-        .handler(Handler::typed(HandlerOptions::asynchronous().name("after"), async move |_: &Envelope<Job>| {
-            r.fetch_add(1, Ordering::SeqCst);
-            Ok::<(), HandlerError>(())
-        }))
-        .build()
-        .await
-        .unwrap();
+    let bus = EventBus::builder().store(DownStore).handler(counting::<Job>("after", &ran)).build().await.unwrap();
     let err = bus.emit(Job { n: 1 }).await.unwrap_err();
     assert_eq!(err.to_string(), "event store `down` failed: connection refused");
     bus.shutdown(Duration::from_secs(1)).await.unwrap();
@@ -687,26 +683,13 @@ impl Drop for Counted {
 async fn the_pool_frees_finished_events_on_later_publishes_and_all_at_shutdown() {
     const N: usize = 300;
     let ran = Arc::new(AtomicUsize::new(0));
-    let r = Arc::clone(&ran);
-    let bus = EventBus::builder()
-        .workers(2)
-        .handler(Handler::typed(HandlerOptions::asynchronous().name("count"), async move |_: &Envelope<Counted>| {
-            r.fetch_add(1, Ordering::SeqCst);
-            Ok::<(), HandlerError>(())
-        }))
-        .build()
-        .await
-        .unwrap();
+    let bus = EventBus::builder().workers(2).handler(counting::<Counted>("count", &ran)).build().await.unwrap();
     for n in 0..N as u32 {
         bus.emit(Counted { n }).await.unwrap();
     }
     // At most 128 finished events wait to be freed; the rest are freed as they finish.
-    let settled = async {
-        while ran.load(Ordering::SeqCst) < N || COUNTED_DROPS.load(Ordering::SeqCst) < N - 128 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), settled).await.expect("every event handled, all but 128 freed");
+    wait_for(&ran, N).await;
+    wait_for(&COUNTED_DROPS, N - 128).await;
     let dropped = COUNTED_DROPS.load(Ordering::SeqCst);
     assert!(dropped < N, "the last finished event waits for a publish or the shutdown ({dropped} freed)");
     let report = bus.shutdown(Duration::from_secs(5)).await.unwrap();
