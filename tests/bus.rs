@@ -359,6 +359,37 @@ async fn shutdown_reports_what_it_could_not_finish_by_the_deadline() {
 }
 
 #[tokio::test]
+async fn the_pool_counts_what_waits_in_its_queue_and_reports_it_at_a_short_shutdown() {
+    let pool = Arc::new(WorkerPool::new(1, 5));
+    let gate = Arc::new(Notify::new());
+    let started = Arc::new(AtomicUsize::new(0));
+    let (g, s) = (gate.clone(), started.clone());
+    let bus = EventBus::builder()
+        .backend(Arc::clone(&pool))
+        .handler(Handler::typed(HandlerOptions::asynchronous().name("gated"), async move |_: &Envelope<Job>| {
+            s.fetch_add(1, Ordering::SeqCst);
+            g.notified().await;
+            Ok::<(), HandlerError>(())
+        }))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(pool.queued(), 0);
+    bus.emit(Job { n: 1 }).await.unwrap();
+    wait_for(&started, 1).await;
+    assert_eq!(pool.queued(), 0, "the running delivery is not in the queue");
+    for n in 2..5 {
+        bus.emit(Job { n }).await.unwrap();
+    }
+    assert_eq!(pool.queued(), 3);
+
+    let report = bus.shutdown(Duration::from_millis(50)).await.unwrap();
+    assert_eq!(report.unfinished.len(), 4, "the running delivery and the three queued ones");
+    assert_eq!(pool.queued(), 0, "the shutdown emptied the queue");
+    assert_eq!(started.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn an_emit_waiting_for_room_at_shutdown_is_refused_or_reported_never_lost() {
     let gate = Arc::new(Notify::new());
     let started = Arc::new(AtomicUsize::new(0));

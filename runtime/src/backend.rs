@@ -11,8 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use concurrent_queue::ConcurrentQueue;
 use crossbeam_utils::CachePadded;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Semaphore, TryAcquireError};
 use uuid::Uuid;
 
 use crate::bus::Route;
@@ -431,18 +430,14 @@ impl Default for WorkerPoolConfig {
     }
 }
 
-/// What the pool's queue carries: a delivery, or the order for one worker to stop.
-enum Job {
-    Run(Delivery),
-    Stop,
-}
-
 struct Running {
-    tx: mpsc::Sender<Job>,
-    /// Shared by the workers, which take turns at it: one waits on the channel at a time.
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+    tx: async_channel::Sender<Delivery>,
+    rx: async_channel::Receiver<Delivery>,
     workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
+
+/// The largest queue kept in one ring allocated up front (a slot is 32 bytes).
+const RING_LIMIT: usize = 1 << 16;
 
 /// Deliveries a worker finished, waiting for an emit to free them (see [`WorkerPool`]): at
 /// most this many.
@@ -450,10 +445,10 @@ const SPENT_CAPACITY: usize = 128;
 
 /// The default async backend: a bounded queue served by a fixed number of tokio tasks.
 ///
-/// The queue is a bounded tokio channel of `queue_size` deliveries: an emit reserves room for
-/// all its deliveries at once, then queues them. The workers take turns at its receiver,
-/// behind an async mutex: one waits on the channel while the others wait for their turn, so
-/// a delivery wakes one worker, which hands the turn on as it starts the handler. In
+/// The queue is a multi-consumer channel the workers pull from (no lock between them),
+/// bounded by a semaphore of `queue_size` permits: an emit reserves room for all its
+/// deliveries at once, and a worker gives one permit back as it takes a delivery. Queues of
+/// up to 65,536 deliveries are one ring allocated when the pool starts (32 bytes a slot). In
 /// process and memory only: deliveries still queued when the process dies are lost
 /// (at-most-once across a crash). Workers start on the first publish, inside the tokio
 /// runtime that publishes. A panicking handler is caught and reported; the worker lives on.
@@ -469,6 +464,7 @@ const SPENT_CAPACITY: usize = 128;
 /// dropped then, not as the handler returns.
 pub struct WorkerPool {
     config: WorkerPoolConfig,
+    room: Arc<Semaphore>,
     /// Finished deliveries, for the next publish to free.
     spent: Arc<ConcurrentQueue<Delivery>>,
     running: OnceLock<Running>,
@@ -516,11 +512,12 @@ impl WorkerPool {
 
     /// A pool with a full configuration.
     pub fn with_config(config: WorkerPoolConfig) -> Self {
-        // The queue is a tokio channel, whose capacity has a ceiling.
-        let queue_size = config.queue_size.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        // The room is a tokio semaphore, whose permits have a ceiling.
+        let queue_size = config.queue_size.clamp(1, Semaphore::MAX_PERMITS);
         let config = WorkerPoolConfig { workers: config.workers.max(1), queue_size, ..config };
         Self {
             config,
+            room: Arc::new(Semaphore::new(config.queue_size)),
             spent: Arc::new(ConcurrentQueue::bounded(SPENT_CAPACITY)),
             running: OnceLock::new(),
             closed: Arc::new(AtomicBool::new(false)),
@@ -536,7 +533,7 @@ impl WorkerPool {
 
     /// Deliveries waiting in the queue (not counting those running).
     pub fn queued(&self) -> usize {
-        self.running.get().map(|r| r.tx.max_capacity() - r.tx.capacity()).unwrap_or(0)
+        self.running.get().map(|r| r.rx.len()).unwrap_or(0)
     }
 
     fn running(&self) -> Result<&Running> {
@@ -547,20 +544,26 @@ impl WorkerPool {
             Error::backend("worker-pool", format!("async handlers need a tokio runtime to run on: {e}"))
         })?;
         Ok(self.running.get_or_init(|| {
-            let (tx, rx) = mpsc::channel::<Job>(self.config.queue_size);
-            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            // Room is reserved before every send, so the queue never holds more than
+            // `queue_size` deliveries: up to `RING_LIMIT` it is one ring allocated up front
+            // (nothing allocated or freed per delivery), beyond that a list of blocks.
+            let (tx, rx) = if self.config.queue_size <= RING_LIMIT {
+                async_channel::bounded::<Delivery>(self.config.queue_size)
+            } else {
+                async_channel::unbounded::<Delivery>()
+            };
             let workers = (0..self.config.workers)
                 .map(|_| {
-                    let rx = Arc::clone(&rx);
+                    let rx = rx.clone();
+                    let room = Arc::clone(&self.room);
                     let spent = Arc::clone(&self.spent);
                     let closed = Arc::clone(&self.closed);
                     let drained = Arc::clone(&self.drained);
                     let interrupted = Arc::clone(&self.interrupted);
                     handle.spawn(async move {
                         let mut ctx = None;
-                        loop {
-                            // The turn at the receiver ends with this statement.
-                            let Some(Job::Run(job)) = rx.lock().await.recv().await else { break };
+                        while let Ok(job) = rx.recv().await {
+                            room.add_permits(1);
                             let mut guard = InFlight { job: Some(job), sink: &interrupted };
                             if let Some(job) = &guard.job {
                                 // Failures are reported inside; nothing goes back to the emitter.
@@ -581,34 +584,32 @@ impl WorkerPool {
         }))
     }
 
-    /// Queues `deliveries` once there is room for all of them, as the backpressure policy
-    /// says: waiting, waiting at most a while, or failing fast.
-    async fn queue_all(&self, running: &Running, deliveries: Vec<Delivery>) -> Result<()> {
+    /// Room in the queue for `n` deliveries, all or none, as the backpressure policy says.
+    async fn reserve(&self, n: usize) -> Result<()> {
         let capacity = self.config.queue_size;
         let full = |waited| Error::Backpressure { backend: "worker-pool".into(), capacity, waited };
-        let n = deliveries.len();
         if n > capacity {
             return Err(full(None));
         }
-        let tx = &running.tx;
-        let room = match self.config.backpressure {
-            BackpressurePolicy::FailFast => tx.try_reserve_many(n).map_err(|e| match e {
-                TrySendError::Closed(()) => Error::Closed,
-                TrySendError::Full(()) => full(None),
+        // `n <= capacity <= Semaphore::MAX_PERMITS < u32::MAX`.
+        let n32 = u32::try_from(n).map_err(|_| full(None))?;
+        let permit = match self.config.backpressure {
+            BackpressurePolicy::FailFast => self.room.try_acquire_many(n32).map_err(|e| match e {
+                TryAcquireError::Closed => Error::Closed,
+                TryAcquireError::NoPermits => full(None),
             })?,
-            BackpressurePolicy::Wait => tx.reserve_many(n).await.map_err(|_| Error::Closed)?,
-            BackpressurePolicy::WaitFor(limit) => match tx.try_reserve_many(n) {
-                Ok(room) => room,
-                Err(TrySendError::Closed(())) => return Err(Error::Closed),
-                Err(TrySendError::Full(())) => tokio::time::timeout(limit, tx.reserve_many(n))
+            BackpressurePolicy::Wait => self.room.acquire_many(n32).await.map_err(|_| Error::Closed)?,
+            BackpressurePolicy::WaitFor(limit) => match self.room.try_acquire_many(n32) {
+                Ok(p) => p,
+                Err(TryAcquireError::Closed) => return Err(Error::Closed),
+                Err(TryAcquireError::NoPermits) => tokio::time::timeout(limit, self.room.acquire_many(n32))
                     .await
                     .map_err(|_| full(Some(limit)))?
                     .map_err(|_| Error::Closed)?,
             },
         };
-        for (slot, delivery) in room.zip(deliveries) {
-            slot.send(Job::Run(delivery));
-        }
+        // Workers give the room back one delivery at a time as they take them.
+        permit.forget();
         Ok(())
     }
 
@@ -620,6 +621,22 @@ impl WorkerPool {
             }
         }
     }
+
+    /// Queues deliveries whose room is reserved.
+    fn send(&self, running: &Running, deliveries: impl IntoIterator<Item = Delivery>) -> Result<()> {
+        for d in deliveries {
+            running.tx.try_send(d).map_err(|e| match e {
+                async_channel::TrySendError::Closed(_) => Error::Closed,
+                // The reserved room makes this unreachable; never a silent drop if it is not.
+                async_channel::TrySendError::Full(_) => Error::Backpressure {
+                    backend: "worker-pool".into(),
+                    capacity: self.config.queue_size,
+                    waited: None,
+                },
+            })?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -630,14 +647,15 @@ impl AsyncBackend for WorkerPool {
         }
         let running = self.running()?;
         self.free_spent(1);
-        match running.tx.try_reserve() {
-            Ok(slot) => {
-                slot.send(Job::Run(delivery));
+        match self.room.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                self.send(running, [delivery])?;
                 Ok(None)
             }
-            Err(TrySendError::Closed(())) => Err(Error::Closed),
+            Err(TryAcquireError::Closed) => Err(Error::Closed),
             // Full: waiting, or failing fast, is `publish`'s to decide.
-            Err(TrySendError::Full(())) => Ok(Some(delivery)),
+            Err(TryAcquireError::NoPermits) => Ok(Some(delivery)),
         }
     }
 
@@ -651,53 +669,39 @@ impl AsyncBackend for WorkerPool {
         }
         let running = self.running()?;
         self.free_spent(deliveries.len());
-        self.queue_all(running, deliveries).await
+        self.reserve(deliveries.len()).await?;
+        self.send(running, deliveries)
     }
 
     async fn close(&self, deadline: Duration) -> Result<ShutdownReport> {
         self.closed.store(true, Ordering::Release);
+        // Wake emitters waiting for room: they get `Closed`.
+        self.room.close();
         let Some(running) = self.running.get() else {
             return Ok(ShutdownReport::default());
         };
-        let mut handles: Vec<_> = running.workers.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default();
+        // Workers take what is queued, then stop.
+        running.tx.close();
+        let workers: Vec<_> = running.workers.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default();
         let started = Instant::now();
-        // One stop order per worker, queued behind what is queued already: the workers
-        // finish that first.
-        let stop_and_join = async {
-            for _ in 0..handles.len() {
-                if running.tx.send(Job::Stop).await.is_err() {
-                    break;
-                }
-            }
-            futures::future::join_all(handles.iter_mut()).await
-        };
-        let joined = tokio::time::timeout(deadline, stop_and_join).await.is_ok();
-        if !joined {
+        let mut handles = workers;
+        let joined = tokio::time::timeout(deadline, futures::future::join_all(handles.iter_mut())).await;
+        let mut unfinished = Vec::new();
+        if joined.is_err() {
             for h in &handles {
                 h.abort();
             }
             for h in handles {
                 let _ = h.await;
             }
-        }
-        // The workers are gone. Closing the queue fails emitters still waiting for room;
-        // what it holds never ran: queued behind the deadline, or by an emit that raced
-        // with the close.
-        let mut unfinished = Vec::new();
-        {
-            let mut rx = running.rx.lock().await;
-            rx.close();
-            while let Ok(job) = rx.try_recv() {
-                if let Job::Run(d) = job {
-                    unfinished.push(d.describe());
-                }
+            // What never left the queue…
+            while let Ok(d) = running.rx.try_recv() {
+                unfinished.push(d.describe());
             }
-        }
-        // …and what was running when the workers stopped.
-        if let Ok(mut interrupted) = self.interrupted.lock() {
-            unfinished.append(&mut interrupted);
-        }
-        if !unfinished.is_empty() {
+            // …and what was running when the workers stopped.
+            if let Ok(mut interrupted) = self.interrupted.lock() {
+                unfinished.append(&mut interrupted);
+            }
             tracing::warn!(
                 target: "better_auth_events",
                 unfinished = unfinished.len(),
@@ -705,7 +709,7 @@ impl AsyncBackend for WorkerPool {
                 "worker pool shut down before finishing every delivery"
             );
         }
-        // Free the finished events the workers handed back.
+        // The workers are gone: free the finished events they handed back.
         while self.spent.pop().is_ok() {}
         Ok(ShutdownReport { drained: self.drained.load(Ordering::Relaxed), unfinished })
     }
