@@ -239,14 +239,19 @@ async fn gated_bus(
         .workers(1)
         .queue_size(queue)
         .backpressure(backpressure)
-        .handler(Handler::typed(HandlerOptions::asynchronous().name("gated"), async move |_: &Envelope<Job>| {
-            started.fetch_add(1, Ordering::SeqCst);
-            gate.notified().await;
-            Ok::<(), HandlerError>(())
-        }))
+        .handler(gated(gate, started))
         .build()
         .await
         .unwrap()
+}
+
+/// An async handler of `Job` that counts its start in `started`, then waits for `gate`.
+fn gated(gate: Arc<Notify>, started: Arc<AtomicUsize>) -> Handler {
+    Handler::typed(HandlerOptions::asynchronous().name("gated"), async move |_: &Envelope<Job>| {
+        started.fetch_add(1, Ordering::SeqCst);
+        gate.notified().await;
+        Ok::<(), HandlerError>(())
+    })
 }
 
 #[tokio::test]
@@ -363,17 +368,8 @@ async fn the_pool_counts_what_waits_in_its_queue_and_reports_it_at_a_short_shutd
     let pool = Arc::new(WorkerPool::new(1, 5));
     let gate = Arc::new(Notify::new());
     let started = Arc::new(AtomicUsize::new(0));
-    let (g, s) = (gate.clone(), started.clone());
-    let bus = EventBus::builder()
-        .backend(Arc::clone(&pool))
-        .handler(Handler::typed(HandlerOptions::asynchronous().name("gated"), async move |_: &Envelope<Job>| {
-            s.fetch_add(1, Ordering::SeqCst);
-            g.notified().await;
-            Ok::<(), HandlerError>(())
-        }))
-        .build()
-        .await
-        .unwrap();
+    let bus =
+        EventBus::builder().backend(Arc::clone(&pool)).handler(gated(gate, started.clone())).build().await.unwrap();
     assert_eq!(pool.queued(), 0);
     bus.emit(Job { n: 1 }).await.unwrap();
     wait_for(&started, 1).await;

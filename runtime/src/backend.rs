@@ -709,7 +709,7 @@ impl AsyncBackend for WorkerPool {
                 "worker pool shut down before finishing every delivery"
             );
         }
-        // The workers are gone: free the finished events they handed back.
+        // The workers are gone: free the finished deliveries they handed back.
         while self.spent.pop().is_ok() {}
         Ok(ShutdownReport { drained: self.drained.load(Ordering::Relaxed), unfinished })
     }
