@@ -385,6 +385,56 @@ async fn the_pool_counts_what_waits_in_its_queue_and_reports_it_at_a_short_shutd
     assert_eq!(started.load(Ordering::SeqCst), 1);
 }
 
+/// Every round starts with the whole pool asleep, so each of its deliveries must wake a
+/// worker (or be taken by one back from another delivery): a wake-up lost anywhere leaves
+/// a delivery queued behind sleeping workers and the round never completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_delivery_waits_in_the_queue_while_workers_sleep() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let runs = Arc::clone(&runs);
+        Handler::typed(HandlerOptions::asynchronous().name("yielding"), async move |e: &Envelope<Job>| {
+            // Some deliveries give the worker's thread away halfway, so workers come back
+            // for the queue at every point of an emitter's push and wake.
+            if e.data.n.is_multiple_of(3) {
+                tokio::task::yield_now().await;
+            }
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), HandlerError>(())
+        })
+    };
+    let bus = EventBus::builder().handler(handler).workers(3).queue_size(4).build().await.unwrap();
+    let mut expected = 0;
+    for round in 0..300u32 {
+        // 1 to 4 emitting tasks, each emitting 1 to 3 events at once (more than the queue
+        // holds in some rounds: emitters then wait for room, which only workers give back).
+        let emitters: Vec<_> = (0..round % 4 + 1)
+            .map(|t| {
+                let bus = bus.clone();
+                tokio::spawn(async move {
+                    for i in 0..(round + t) % 3 + 1 {
+                        bus.emit(Job { n: round + t + i }).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        expected += (0..round % 4 + 1).map(|t| ((round + t) % 3 + 1) as usize).sum::<usize>();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            for emitter in emitters {
+                emitter.await.unwrap();
+            }
+            while runs.load(Ordering::SeqCst) < expected {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: {} of {expected} deliveries ran", runs.load(Ordering::SeqCst)));
+    }
+    let report = bus.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(report.is_complete());
+    assert_eq!(runs.load(Ordering::SeqCst), expected);
+}
+
 #[tokio::test]
 async fn an_emit_waiting_for_room_at_shutdown_is_refused_or_reported_never_lost() {
     let gate = Arc::new(Notify::new());
