@@ -769,7 +769,15 @@ async fn the_pool_frees_finished_events_on_later_publishes_and_all_at_shutdown()
     wait_for(&COUNTED_DROPS, N - 128).await;
     let dropped = COUNTED_DROPS.load(Ordering::SeqCst);
     assert!(dropped < N, "the last finished event waits for a publish or the shutdown ({dropped} freed)");
+    // Each publish frees two waiting events for the one it adds: 64 more emits free at
+    // least 64 of those waiting (with one freed per publish, 128 would still wait).
+    for n in 0..64 {
+        bus.emit(Counted { n }).await.unwrap();
+    }
+    wait_for(&ran, N + 64).await;
+    let dropped = COUNTED_DROPS.load(Ordering::SeqCst);
+    assert!(dropped >= N, "the waiting events drain as events are emitted ({dropped} of {} freed)", N + 64);
     let report = bus.shutdown(Duration::from_secs(5)).await.unwrap();
     assert!(report.is_complete(), "{report:?}");
-    assert_eq!(COUNTED_DROPS.load(Ordering::SeqCst), N, "the shutdown frees the events left");
+    assert_eq!(COUNTED_DROPS.load(Ordering::SeqCst), N + 64, "the shutdown frees the events left");
 }

@@ -458,7 +458,8 @@ const SPENT_CAPACITY: usize = 128;
 /// handler is caught and reported; the worker lives on.
 ///
 /// A delivery is freed on an emitting thread, where it was made: a worker hands the
-/// delivery it finished back to the pool, and the next publish frees it. The allocator then
+/// delivery it finished back to the pool, and later publishes free it (each frees up to two
+/// for every delivery it queues, so what piles up while an emitter waits for room drains). The allocator then
 /// serves the next event from that thread's cache without a lock (freed on the worker, a
 /// block of an envelope's size takes the emitting thread's allocator lock with glibc's
 /// malloc, which both threads then contend for at every event), and the reference count of
@@ -675,7 +676,7 @@ impl AsyncBackend for WorkerPool {
             return Err(Error::Closed);
         }
         let running = self.running()?;
-        self.free_spent(1);
+        self.free_spent(2);
         match self.room.try_acquire() {
             Ok(permit) => {
                 permit.forget();
@@ -697,7 +698,7 @@ impl AsyncBackend for WorkerPool {
             return Err(Error::Closed);
         }
         let running = self.running()?;
-        self.free_spent(deliveries.len());
+        self.free_spent(2 * deliveries.len());
         self.reserve(deliveries.len()).await?;
         self.send(running, deliveries)
     }
