@@ -246,3 +246,60 @@ async fn a_worker_gives_each_delivery_its_own_context_across_handlers_buses_and_
     assert_eq!(buses.iter().map(|(_, bus)| bus.stats().succeeded).sum::<u64>(), 60);
     assert_eq!(buses.iter().map(|(_, bus)| bus.stats().retried).sum::<u64>(), 20);
 }
+
+#[derive(Event, Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[event(name = "macro.inline_deps")]
+struct InlineDeps {
+    n: u32,
+}
+
+/// What the inline handlers of `InlineDeps` found, in run order.
+#[derive(Default)]
+struct Calls {
+    log: Mutex<Vec<(&'static str, u32)>>,
+}
+
+/// Runs first and reads no context: the context the bus makes for it holds no dependencies.
+#[handler(priority = 3)]
+async fn inline_plain(_e: &InlineDeps) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[handler(priority = 2)]
+async fn inline_dep(e: &InlineDeps, calls: Dep<Calls>) -> Result<(), HandlerError> {
+    calls.log.lock().unwrap().push(("dep", e.n));
+    Ok(())
+}
+
+#[handler(priority = 1)]
+async fn inline_ctx_ref(e: &InlineDeps, ctx: &HandlerContext) -> Result<(), HandlerError> {
+    let calls = ctx.dependency::<Calls>().ok_or_else(|| HandlerError::new("no Calls in the context"))?;
+    calls.log.lock().unwrap().push(("ctx_ref", e.n));
+    Ok(())
+}
+
+#[handler]
+async fn inline_ctx_owned(ctx: HandlerContext, e: &InlineDeps) -> Result<(), HandlerError> {
+    let calls = ctx.dependency::<Calls>().ok_or_else(|| HandlerError::new("no Calls in the context"))?;
+    calls.log.lock().unwrap().push(("ctx_owned", e.n));
+    Ok(())
+}
+
+#[tokio::test]
+async fn inline_handlers_that_read_their_context_find_the_dependencies_after_one_that_does_not() {
+    let calls = Arc::new(Calls::default());
+    let bus = EventBus::builder()
+        .dependency_arc(Arc::clone(&calls))
+        .handlers(named(&["inline_plain", "inline_dep", "inline_ctx_ref", "inline_ctx_owned"]))
+        .build()
+        .await
+        .unwrap();
+    for n in 0..2 {
+        let receipt = bus.emit(InlineDeps { n }).await.unwrap();
+        assert_eq!(receipt.handlers_run, 4);
+    }
+    assert_eq!(
+        *calls.log.lock().unwrap(),
+        [("dep", 0), ("ctx_ref", 0), ("ctx_owned", 0), ("dep", 1), ("ctx_ref", 1), ("ctx_owned", 1)]
+    );
+}

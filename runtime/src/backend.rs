@@ -200,7 +200,7 @@ impl Delivery {
     fn context_in<'s>(&self, attempt: u32, slot: &'s mut Option<HandlerContext>) -> &'s HandlerContext {
         let deps = &self.target().env.deps;
         let mut ctx = match slot.take() {
-            Some(ctx) if Arc::ptr_eq(&ctx.deps, deps) => ctx,
+            Some(ctx) if ctx.deps.as_ref().is_some_and(|d| Arc::ptr_eq(d, deps)) => ctx,
             _ => HandlerContext::new(self.event.env.id, Cow::Borrowed(""), Arc::clone(deps)),
         };
         ctx.event_id = self.event.env.id;

@@ -580,8 +580,11 @@ impl EventBus {
                 attempt: 1,
                 mode: HandlerMode::Sync,
                 replay: env.metadata.replay,
-                deps: Arc::clone(&self.inner.delivery_env.deps),
+                deps: None,
             });
+            if h.inner.uses_context && ctx.deps.is_none() {
+                ctx.deps = Some(Arc::clone(&self.inner.delivery_env.deps));
+            }
             ctx.handler = h.inner.name.clone();
             ctx.mode = h.mode();
             // The payload in the handler's own type: converted (once per type) if need be. Only

@@ -286,13 +286,15 @@ pub struct HandlerContext {
     pub(crate) attempt: u32,
     pub(crate) mode: HandlerMode,
     pub(crate) replay: bool,
-    pub(crate) deps: Arc<Dependencies>,
+    /// `None` only in the context of a handler that never reads it (see
+    /// `HandlerInner::uses_context`): the bus then takes no reference to its dependencies.
+    pub(crate) deps: Option<Arc<Dependencies>>,
 }
 
 impl HandlerContext {
     /// A context for calling a handler outside a bus (tests, tools).
     pub fn new(event_id: Uuid, handler: impl Into<Cow<'static, str>>, deps: Arc<Dependencies>) -> Self {
-        Self { event_id, handler: handler.into(), attempt: 1, mode: HandlerMode::Sync, replay: false, deps }
+        Self { event_id, handler: handler.into(), attempt: 1, mode: HandlerMode::Sync, replay: false, deps: Some(deps) }
     }
 
     /// The id of the event being handled.
@@ -328,7 +330,7 @@ impl HandlerContext {
 
     /// A dependency registered on the bus.
     pub fn dependency<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
-        self.deps.get::<T>()
+        self.deps.as_ref()?.get::<T>()
     }
 }
 
@@ -350,7 +352,7 @@ pub trait FromContext: Sized {
 
 impl<T: Send + Sync + 'static> FromContext for Dep<T> {
     fn from_context(ctx: &HandlerContext) -> Result<Self, HandlerError> {
-        ctx.deps.get::<T>().map(Dep).ok_or(HandlerError::MissingDependency(std::any::type_name::<T>()))
+        ctx.dependency::<T>().map(Dep).ok_or(HandlerError::MissingDependency(std::any::type_name::<T>()))
     }
 
     fn requirement() -> Option<DepRequirement> {
@@ -554,6 +556,9 @@ pub(crate) struct HandlerInner {
     pub(crate) timeout: Option<Duration>,
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) requirements: Vec<DepRequirement>,
+    /// Whether the handler reads its context (takes `&HandlerContext`, `HandlerContext` or a
+    /// `Dep<T>`): only then does a call's context carry the bus's dependencies.
+    pub(crate) uses_context: bool,
     pub(crate) location: Option<&'static str>,
     /// `call.payload_type()`, asked once.
     pub(crate) payload_type: Option<TypeId>,
@@ -595,6 +600,7 @@ impl Handler {
         name: Cow<'static, str>,
         event_name: Cow<'static, str>,
         requirements: Vec<DepRequirement>,
+        uses_context: bool,
         location: Option<&'static str>,
         call: Box<dyn ErasedCall>,
     ) -> Self {
@@ -607,6 +613,7 @@ impl Handler {
                 timeout: options.timeout,
                 retry: options.retry,
                 requirements,
+                uses_context,
                 location,
                 payload_type: call.payload_type(),
                 call,
@@ -619,7 +626,7 @@ impl Handler {
     pub fn typed<T: TypedEvent, F: for<'a> TypedHandlerFn<'a, T>>(options: HandlerOptions, f: F) -> Self {
         let name = closure_name(&options, T::NAME);
         let call = Box::new(TypedClosure::<T, F> { f, _t: std::marker::PhantomData });
-        Self::from_parts(options, name, Cow::Borrowed(T::NAME), Vec::new(), None, call)
+        Self::from_parts(options, name, Cow::Borrowed(T::NAME), Vec::new(), false, None, call)
     }
 
     /// A handler of the events named `event_type` from a closure over `&Event`:
@@ -634,7 +641,7 @@ impl Handler {
             built_in => Cow::Owned(built_in.as_str().to_owned()),
         };
         let name = closure_name(&options, &event_name);
-        Self::from_parts(options, name, event_name, Vec::new(), None, Box::new(DynClosure { f }))
+        Self::from_parts(options, name, event_name, Vec::new(), false, None, Box::new(DynClosure { f }))
     }
 
     /// The handler's name.
@@ -713,6 +720,7 @@ pub struct HandlerSpec {
     pub timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
     pub requirements: &'static [fn() -> Option<DepRequirement>],
+    pub uses_context: bool,
     pub location: &'static str,
 }
 
@@ -735,6 +743,7 @@ impl Handler {
             Cow::Borrowed(spec.name),
             Cow::Borrowed(T::NAME),
             requirements,
+            spec.uses_context,
             Some(spec.location),
             Box::new(TypedFn::<T> { f }),
         )

@@ -86,6 +86,8 @@ fn generate(args: TokenStream, func: &syn::ItemFn) -> syn::Result<TokenStream> {
             }
         }
     }
+    // Only a handler that reads its context makes the bus hand it the dependencies.
+    let uses_context = sig.args.iter().any(|a| matches!(a, Arg::ContextRef | Arg::Extract(_)));
     let ret = &sig.return_type;
     checks.push(quote_spanned! {ret.span()=>
         const _: fn() = #private::assert_handler_result::<#ret>;
@@ -161,6 +163,7 @@ fn generate(args: TokenStream, func: &syn::ItemFn) -> syn::Result<TokenStream> {
                         timeout: #timeout,
                         retry: #retry,
                         requirements: __BAE_REQUIREMENTS,
+                        uses_context: #uses_context,
                         location: ::core::concat!(::core::module_path!(), "::", #name, ":", ::core::line!()),
                     },
                     __bae_call,
