@@ -459,14 +459,14 @@ const SPENT_CAPACITY: usize = 128;
 ///
 /// A delivery is freed on an emitting thread, where it was made: a worker hands the
 /// delivery it finished back to the pool, and later publishes free it (each frees up to two
-/// for every delivery it queues, so what piles up while an emitter waits for room drains). The allocator then
-/// serves the next event from that thread's cache without a lock (freed on the worker, a
-/// block of an envelope's size takes the emitting thread's allocator lock with glibc's
-/// malloc, which both threads then contend for at every event), and the reference count of
-/// the delivery's route is raised and lowered on the same thread (not bounced between two
-/// cores' caches at every event). At most 128 finished deliveries wait (a worker frees the
-/// delivery itself when that many do); [`AsyncBackend::close`] frees them all. Payloads are
-/// dropped then, not as the handler returns.
+/// for every delivery it queues, so what piles up while an emitter waits for room drains).
+/// The allocator then serves the next event from that thread's cache without a lock (freed
+/// on the worker, a block of an envelope's size takes the emitting thread's allocator lock
+/// with glibc's malloc, which both threads then contend for at every event), and the
+/// reference count of the delivery's route is raised and lowered on the same thread (not
+/// bounced between two cores' caches at every event). At most 128 finished deliveries wait
+/// (a worker frees the delivery itself when that many do); [`AsyncBackend::close`] frees
+/// them all. Payloads are dropped then, not as the handler returns.
 pub struct WorkerPool {
     config: WorkerPoolConfig,
     room: Arc<Semaphore>,
