@@ -120,8 +120,8 @@ fn next_stamp(stamps: &AtomicU64, millis: u64, seed: impl Fn() -> u64) -> u64 {
 }
 
 /// The UUIDv7 of a stamp: its millisecond, its counter, then 52 random bits, in the layout
-/// of RFC 9562 §5.7 (built as two words: the byte-wise `uuid::Builder` costs about as much
-/// as the rest of making an id).
+/// of RFC 9562 §5.7, built as two words (through the byte-wise `uuid::Builder` it took
+/// about a fifth of the time of making an id and its timestamp).
 fn uuid_of_stamp(stamp: u64, random: u64) -> Uuid {
     let counter = stamp & ((1 << COUNTER_BITS) - 1);
     // unix_ts_ms (48 bits), ver (0b0111), rand_a (12 bits): the counter's high 12 bits.
