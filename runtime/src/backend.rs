@@ -652,20 +652,24 @@ impl WorkerPool {
 /// A worker that finds the queue empty registers with `ready` before looking once more, so a
 /// delivery queued in between wakes it (every push is followed by a `notify_last`).
 async fn next_delivery(queue: &ConcurrentQueue<Delivery>, ready: &Notify) -> Option<Delivery> {
+    // What the queue answers now: a delivery, `None` once it is closed and empty, or
+    // nothing yet (empty).
+    let answer = || match queue.pop() {
+        Ok(job) => Some(Some(job)),
+        Err(concurrent_queue::PopError::Closed) => Some(None),
+        Err(concurrent_queue::PopError::Empty) => None,
+    };
     loop {
-        match queue.pop() {
-            Ok(job) => return Some(job),
-            Err(concurrent_queue::PopError::Closed) => return None,
-            Err(concurrent_queue::PopError::Empty) => {}
+        if let Some(next) = answer() {
+            return next;
         }
         let notified = ready.notified();
         let mut notified = std::pin::pin!(notified);
         notified.as_mut().enable();
-        match queue.pop() {
-            Ok(job) => return Some(job),
-            Err(concurrent_queue::PopError::Closed) => return None,
-            Err(concurrent_queue::PopError::Empty) => notified.await,
+        if let Some(next) = answer() {
+            return next;
         }
+        notified.await;
     }
 }
 
