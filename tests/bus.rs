@@ -507,6 +507,52 @@ async fn emit_batch_stores_every_event_and_stops_at_the_first_veto() {
     assert_eq!(store.query().count().await.unwrap(), 5, "a vetoed batch stores nothing");
 }
 
+/// Drops every `Signup` whose address starts with `drop`.
+struct DropSome;
+
+#[async_trait]
+impl EventMiddleware for DropSome {
+    fn name(&self) -> &str {
+        "drop-some"
+    }
+
+    async fn process(&self, event: &mut Envelope<dyn EventData>) -> Result<Flow, Error> {
+        let dropped = event.data.as_any().downcast_ref::<Signup>().is_some_and(|s| s.email.starts_with("drop"));
+        Ok(if dropped { Flow::Drop("asked to".into()) } else { Flow::Continue })
+    }
+}
+
+#[tokio::test]
+async fn emit_batch_gives_positions_and_deliveries_to_the_receipts_of_the_events_it_kept() {
+    let log = log();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let store = Arc::new(MemoryStore::new());
+    let bus = EventBus::builder()
+        .middleware(DropSome)
+        .handler(recorder("check", 0, &log, false))
+        .handler(counting::<Signup>("later", &runs))
+        .store_arc(store.clone())
+        .batch_size(2)
+        .build()
+        .await
+        .unwrap();
+    let emails = ["drop0@x.y", "a@x.y", "drop1@x.y", "drop2@x.y", "b@x.y", "c@x.y"];
+    let receipts = bus.emit_batch(emails.map(|e| Signup { email: e.into() })).await.unwrap();
+
+    let kept: Vec<_> = receipts.iter().map(|r| r.status == EmitStatus::Emitted).collect();
+    assert_eq!(kept, [false, true, false, false, true, true]);
+    let positions: Vec<_> = receipts.iter().map(|r| r.position).collect();
+    assert_eq!(positions, [None, Some(1), None, None, Some(2), Some(3)]);
+    let deliveries: Vec<_> = receipts.iter().map(|r| r.async_deliveries).collect();
+    assert_eq!(deliveries, [0, 1, 0, 0, 1, 1]);
+    assert_eq!(entries(&log), ["check:a@x.y", "check:b@x.y", "check:c@x.y"]);
+    let stored = store.query().fetch().await.unwrap();
+    let stored_ids: Vec<_> = stored.iter().map(|s| s.event.id).collect();
+    let kept_ids: Vec<_> = receipts.iter().filter(|r| r.position.is_some()).map(|r| r.id).collect();
+    assert_eq!(stored_ids, kept_ids, "each position belongs to the receipt of the event stored there");
+    wait_for(&runs, 3).await;
+}
+
 #[tokio::test]
 async fn dynamic_handlers_see_typed_events_as_json_and_typed_handlers_see_dynamic_ones() {
     let seen_dynamic: Arc<Mutex<Vec<serde_json::Value>>> = Arc::new(Mutex::new(Vec::new()));

@@ -686,18 +686,29 @@ impl Handler {
 
     /// Runs the handler once, as the bus would: with its timeout, catching a panic.
     pub async fn invoke(&self, env: &Envelope<dyn EventData>, ctx: &HandlerContext) -> Result<(), HandlerError> {
-        use futures::FutureExt;
-        let fut = std::panic::AssertUnwindSafe(self.inner.call.call(env, ctx)).catch_unwind();
-        let outcome = match self.inner.timeout {
+        let fut = self.call_caught(env, ctx);
+        match self.inner.timeout {
             // Boxed: a timer is large, and only handlers with a timeout pay for it; the
             // future of every other emit stays small (cheaper to build and move).
-            Some(limit) => match Box::pin(tokio::time::timeout(limit, fut)).await {
-                Ok(outcome) => outcome,
-                Err(_) => return Err(HandlerError::Timeout(limit)),
-            },
+            Some(limit) => {
+                Box::pin(tokio::time::timeout(limit, fut)).await.unwrap_or(Err(HandlerError::Timeout(limit)))
+            }
             None => fut.await,
-        };
-        outcome.unwrap_or_else(|panic| Err(HandlerError::Panicked(panic_message(panic.as_ref()))))
+        }
+    }
+
+    /// The handler's own future with a panic caught and reported as
+    /// [`HandlerError::Panicked`]: [`Handler::invoke`] without the timeout. Not an `async
+    /// fn`, so a caller that awaits it in its own async block adds no state machine of ours.
+    pub(crate) fn call_caught<'a>(
+        &'a self,
+        env: &'a Envelope<dyn EventData>,
+        ctx: &'a HandlerContext,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a {
+        use futures::FutureExt;
+        std::panic::AssertUnwindSafe(self.inner.call.call(env, ctx))
+            .catch_unwind()
+            .map(|outcome| outcome.unwrap_or_else(|panic| Err(HandlerError::Panicked(panic_message(panic.as_ref())))))
     }
 }
 
