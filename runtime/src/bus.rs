@@ -76,8 +76,9 @@ pub(crate) async fn with_cause<F: Future>(env: &Envelope<dyn EventData>, f: F) -
     CAUSE.scope(Cause { event_id: env.id, correlation_id: env.metadata.correlation_id.clone() }, f).await
 }
 
-/// Runs `$handlers` (`&Handler`s) inline on `$env` (`&Envelope<dyn EventData>`), in order,
-/// converting the payload for handlers that take another type (once per type).
+/// Runs `$handlers` (`&Handler`s) inline on `$env` (`&Envelope<dyn EventData>`, whose
+/// payload type is `$payload`, see [`payload_type`]), in order, converting the payload for
+/// handlers that take another type (once per type).
 /// `$on_result` (`FnMut(&Handler, Result<(), HandlerError>) -> Result<()>`) sees each
 /// outcome; its error stops the run. Evaluates to the `Result` of how many handlers
 /// succeeded.
@@ -86,12 +87,12 @@ pub(crate) async fn with_cause<F: Future>(env: &Envelope<dyn EventData>, f: F) -
 /// every nested `async fn` layer measured about 5 ns per emit. [`EventBus::run_handlers`]
 /// is the same code as a function, for replays.
 macro_rules! run_handlers {
-    ($bus:expr, $env:expr, $handlers:expr, $on_result:expr) => {
+    ($bus:expr, $env:expr, $payload:expr, $handlers:expr, $on_result:expr) => {
         'run: {
             let bus: &EventBus = $bus;
             let env: &Envelope<dyn EventData> = $env;
             let mut on_result = on_result_fn($on_result);
-            let payload = payload_type(env);
+            let payload: Option<TypeId> = $payload;
             let mut ctx = HandlerContext {
                 event_id: env.id,
                 handler: Cow::Borrowed(""),
@@ -581,7 +582,7 @@ impl EventBus {
             {
                 let event_type = &env.event_type;
                 let handlers = route.sync.iter().chain(route.async_handlers().take(inline_async));
-                handlers_run = run_handlers!(self, &env, handlers, |h, result| {
+                handlers_run = run_handlers!(self, &env, payload_of::<T>(), handlers, |h, result| {
                     result.map_err(|source| Error::Handler {
                         handler: h.inner.name.clone(),
                         event_type: event_type.to_string(),
@@ -626,7 +627,7 @@ impl EventBus {
         handlers: impl Iterator<Item = &'h Handler>,
         on_result: impl FnMut(&Handler, std::result::Result<(), crate::HandlerError>) -> Result<()>,
     ) -> Result<usize> {
-        run_handlers!(self, env, handlers, on_result)
+        run_handlers!(self, env, payload_type(env), handlers, on_result)
     }
 
     /// The handlers registered for `event_type`: sync ones then async ones, each in run order.
@@ -667,7 +668,7 @@ impl EventBus {
         route: Arc<Route>,
     ) -> Result<(usize, Option<BoxFuture<'_, Result<()>>>)> {
         let shared: Arc<SharedEvent> = SharedEvent::new(env);
-        let payload = payload_type(&shared.env);
+        let payload = payload_of::<T>();
         let mut conversions = Conversions::default();
         // A delivery holds the route (which holds its handler): the last one takes over the
         // emit's own reference, so the usual single delivery touches no reference count.
@@ -720,6 +721,11 @@ where
 /// the typed struct's `TypeId`, or `None` for a dynamic payload.
 fn payload_type(env: &Envelope<dyn EventData>) -> Option<TypeId> {
     if env.data.is_dynamic() { None } else { Some(env.data.as_any().type_id()) }
+}
+
+/// [`payload_type`] of an envelope whose payload is a `T`, known when compiling.
+fn payload_of<T: EventData>() -> Option<TypeId> {
+    if TypeId::of::<T>() == TypeId::of::<serde_json::Value>() { None } else { Some(TypeId::of::<T>()) }
 }
 
 /// The other representations of one event that some handlers need, made once per emit.
