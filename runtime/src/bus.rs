@@ -114,7 +114,7 @@ macro_rules! run_handlers {
                     && h.timeout().is_none()
                     && !bus.inner.delivery_env.track_cause
                 {
-                    h.call_caught(env, &ctx).await
+                    crate::handler::caught(h.call_caught(env, &ctx).await)
                 } else {
                     bus.invoke_general(h, env, payload, &ctx, &mut conversions).await
                 };

@@ -687,29 +687,35 @@ impl Handler {
     /// Runs the handler once, as the bus would: with its timeout, catching a panic.
     pub async fn invoke(&self, env: &Envelope<dyn EventData>, ctx: &HandlerContext) -> Result<(), HandlerError> {
         let fut = self.call_caught(env, ctx);
-        match self.inner.timeout {
+        let outcome = match self.inner.timeout {
             // Boxed: a timer is large, and only handlers with a timeout pay for it; the
             // future of every other emit stays small (cheaper to build and move).
-            Some(limit) => {
-                Box::pin(tokio::time::timeout(limit, fut)).await.unwrap_or(Err(HandlerError::Timeout(limit)))
-            }
+            Some(limit) => match Box::pin(tokio::time::timeout(limit, fut)).await {
+                Ok(outcome) => outcome,
+                Err(_) => return Err(HandlerError::Timeout(limit)),
+            },
             None => fut.await,
-        }
+        };
+        caught(outcome)
     }
 
-    /// The handler's own future with a panic caught and reported as
-    /// [`HandlerError::Panicked`]: [`Handler::invoke`] without the timeout. Not an `async
-    /// fn`, so a caller that awaits it in its own async block adds no state machine of ours.
+    /// The handler's own future, catching a panic (read the outcome with [`caught`]):
+    /// [`Handler::invoke`] without the timeout. Not an `async fn`, so a caller that awaits
+    /// it in its own async block adds no state machine of ours.
     pub(crate) fn call_caught<'a>(
         &'a self,
         env: &'a Envelope<dyn EventData>,
         ctx: &'a HandlerContext,
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a {
+    ) -> futures::future::CatchUnwind<std::panic::AssertUnwindSafe<HandlerFuture<'a>>> {
         use futures::FutureExt;
-        std::panic::AssertUnwindSafe(self.inner.call.call(env, ctx))
-            .catch_unwind()
-            .map(|outcome| outcome.unwrap_or_else(|panic| Err(HandlerError::Panicked(panic_message(panic.as_ref())))))
+        std::panic::AssertUnwindSafe(self.inner.call.call(env, ctx)).catch_unwind()
     }
+}
+
+/// The outcome of a [`Handler::call_caught`] future: a panic is a [`HandlerError::Panicked`]
+/// with its message.
+pub(crate) fn caught(outcome: std::thread::Result<Result<(), HandlerError>>) -> Result<(), HandlerError> {
+    outcome.unwrap_or_else(|panic| Err(HandlerError::Panicked(panic_message(panic.as_ref()))))
 }
 
 pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
