@@ -702,6 +702,7 @@ impl Handler {
     /// The handler's own future, catching a panic (read the outcome with [`caught`]):
     /// [`Handler::invoke`] without the timeout. Not an `async fn`, so a caller that awaits
     /// it in its own async block adds no state machine of ours.
+    #[inline]
     pub(crate) fn call_caught<'a>(
         &'a self,
         env: &'a Envelope<dyn EventData>,
@@ -714,8 +715,15 @@ impl Handler {
 
 /// The outcome of a [`Handler::call_caught`] future: a panic is a [`HandlerError::Panicked`]
 /// with its message.
+#[inline]
 pub(crate) fn caught(outcome: std::thread::Result<Result<(), HandlerError>>) -> Result<(), HandlerError> {
-    outcome.unwrap_or_else(|panic| Err(HandlerError::Panicked(panic_message(panic.as_ref()))))
+    outcome.unwrap_or_else(panicked)
+}
+
+/// The error of a handler that panicked.
+#[cold]
+fn panicked(panic: Box<dyn Any + Send>) -> Result<(), HandlerError> {
+    Err(HandlerError::Panicked(panic_message(panic.as_ref())))
 }
 
 pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
