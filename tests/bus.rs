@@ -607,6 +607,37 @@ async fn dynamic_events_of_a_registered_type_are_validated() {
 }
 
 #[tokio::test]
+async fn handlers_added_or_removed_after_emits_take_part_from_the_next_emit() {
+    let runs: Arc<Mutex<Vec<&'static str>>> = Arc::new(Mutex::new(Vec::new()));
+    let named = |name: &'static str| {
+        let runs = Arc::clone(&runs);
+        Handler::dynamic("test.routes", HandlerOptions::new().name(name), async move |_: &Event| {
+            runs.lock().unwrap().push(name);
+            Ok::<(), HandlerError>(())
+        })
+    };
+    let bus = EventBus::new();
+    // No handler when the bus first routes an event: the table it keeps is empty.
+    assert_eq!(bus.emit(Event::new("test.routes")).await.unwrap().handlers_run, 0);
+    bus.register(named("a")).unwrap();
+    assert_eq!(bus.emit(Event::new("test.routes")).await.unwrap().handlers_run, 1);
+    bus.register(named("b")).unwrap();
+    assert_eq!(bus.emit(Event::new("test.routes")).await.unwrap().handlers_run, 2);
+    assert!(bus.unregister("a"));
+    assert_eq!(bus.emit(Event::new("test.routes")).await.unwrap().handlers_run, 1);
+    assert_eq!(*runs.lock().unwrap(), ["a", "a", "b", "b"]);
+
+    // A bus built with its handlers: a change after its first emits shows as well.
+    let built = EventBus::builder().handler(named("c")).build().await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(built.emit(Event::new("test.routes")).await.unwrap().handlers_run, 1);
+    }
+    assert!(built.unregister("c"));
+    assert_eq!(built.emit(Event::new("test.routes")).await.unwrap().handlers_run, 0);
+    assert_eq!(*runs.lock().unwrap(), ["a", "a", "b", "b", "c", "c"]);
+}
+
+#[tokio::test]
 async fn registering_handlers_checks_names_limits_and_dependencies() {
     let noop = |name: &'static str| {
         Handler::typed(HandlerOptions::new().name(name), async |_: &Envelope<Job>| Ok::<(), HandlerError>(()))

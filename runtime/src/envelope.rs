@@ -267,6 +267,7 @@ impl Event {
 impl<T: TypedEvent> Envelope<T> {
     /// A fresh envelope around a typed payload: a new id, the current time, the event's
     /// name and version. (`Event::new` takes a name; this takes the typed payload.)
+    #[inline]
     pub fn of(data: T) -> Self {
         Envelope::with_type(T::event_type(), Some(Cow::Borrowed(T::VERSION)), data)
     }
@@ -279,6 +280,7 @@ impl<T: TypedEvent> From<T> for Envelope<T> {
 }
 
 impl<T> Envelope<T> {
+    #[inline]
     pub(crate) fn with_type(event_type: EventType, version: Option<Cow<'static, str>>, data: T) -> Self {
         // Microseconds: what every store keeps, so a stored event reads back equal.
         let (id, timestamp) = id_and_time();
@@ -407,6 +409,7 @@ impl Envelope<dyn EventData> {
     }
 
     /// The envelope as `Envelope<T>`, if its payload is a `T`.
+    #[inline]
     pub fn downcast_ref<T: EventData>(&self) -> Option<&Envelope<T>> {
         if self.data.is::<T>() {
             let ptr = self as *const Envelope<dyn EventData> as *const Envelope<T>;
