@@ -23,6 +23,9 @@ struct Job {
 
 type Log = Arc<Mutex<Vec<String>>>;
 
+/// What a handler saw of an event's header.
+type IdAndTime = (uuid::Uuid, chrono::DateTime<chrono::Utc>);
+
 fn log() -> Log {
     Arc::new(Mutex::new(Vec::new()))
 }
@@ -604,6 +607,31 @@ async fn dynamic_events_of_a_registered_type_are_validated() {
     bus.emit(Event::new("anything.else").with_data(json!({ "x": 1 }))).await.unwrap();
     let lax = EventBus::builder().validate_dynamic(false).build().await.unwrap();
     lax.emit(Event::new("test.signup").with_data(json!({ "mail": "x" }))).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_typed_event_gets_its_time_when_the_emit_runs_and_an_envelope_keeps_its_own() {
+    let seen: Arc<Mutex<Vec<IdAndTime>>> = Arc::default();
+    let s = Arc::clone(&seen);
+    let bus = EventBus::new();
+    bus.subscribe(async move |e: &Envelope<Job>| {
+        s.lock().unwrap().push((e.id, e.timestamp));
+        Ok::<(), HandlerError>(())
+    })
+    .await
+    .unwrap();
+    let made = Envelope::of(Job { n: 1 });
+    let (made_id, made_at) = (made.id, made.timestamp);
+    let typed = bus.emit(Job { n: 2 });
+    let envelope = bus.emit(made);
+    let called = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let typed = typed.await.unwrap();
+    envelope.await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0].0, typed.id);
+    assert!(seen[0].1 >= called + chrono::Duration::milliseconds(19), "{} is not after the wait", seen[0].1);
+    assert_eq!(seen[1], (made_id, made_at), "the envelope keeps the id and time it was made with");
 }
 
 #[tokio::test]
