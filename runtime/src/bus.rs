@@ -244,6 +244,11 @@ macro_rules! run_handlers {
                     succeeded += 1;
                 }
             }
+            // Moved out, not left to the end of the block: the drop of a type of this crate
+            // is a call the emitter's crate cannot inline, made even for `None`.
+            if let Some(conversions) = conversions {
+                drop(conversions);
+            }
             Ok(succeeded)
         }
     };
