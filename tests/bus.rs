@@ -634,6 +634,50 @@ async fn a_typed_event_gets_its_time_when_the_emit_runs_and_an_envelope_keeps_it
     assert_eq!(seen[1], (made_id, made_at), "the envelope keeps the id and time it was made with");
 }
 
+/// Renames `test.job` events to `test.renamed`.
+struct Rename;
+
+#[async_trait]
+impl EventMiddleware for Rename {
+    fn name(&self) -> &str {
+        "rename"
+    }
+
+    async fn process(&self, event: &mut Envelope<dyn EventData>) -> Result<Flow, Error> {
+        if event.event_type.as_str() == "test.job" {
+            event.event_type = EventType::from("test.renamed");
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+#[tokio::test]
+async fn typed_events_find_their_handlers_by_name_after_a_rename_and_with_dynamic_handlers_only() {
+    let log = log();
+    let typed = {
+        let log = Arc::clone(&log);
+        Handler::typed(HandlerOptions::new().name("typed"), async move |e: &Envelope<Job>| {
+            log.lock().unwrap().push(format!("typed {}", e.data.n));
+            Ok::<(), HandlerError>(())
+        })
+    };
+    let dynamic = |event: &'static str| {
+        let log = Arc::clone(&log);
+        Handler::dynamic(event, HandlerOptions::new().name(event), async move |e: &Event| {
+            log.lock().unwrap().push(format!("{event} {}", e.data["n"]));
+            Ok::<(), HandlerError>(())
+        })
+    };
+    // The middleware renames the event: the handlers of the new name run, not the typed one.
+    let renaming =
+        EventBus::builder().middleware(Rename).handler(typed).handler(dynamic("test.renamed")).build().await.unwrap();
+    assert_eq!(renaming.emit(Job { n: 1 }).await.unwrap().handlers_run, 1);
+    // Only dynamic handlers for a typed event's name: they run.
+    let plain = EventBus::builder().handler(dynamic("test.job")).build().await.unwrap();
+    assert_eq!(plain.emit(Job { n: 2 }).await.unwrap().handlers_run, 1);
+    assert_eq!(*log.lock().unwrap(), ["test.renamed 1", "test.job 2"]);
+}
+
 #[tokio::test]
 async fn handlers_added_or_removed_after_emits_take_part_from_the_next_emit() {
     let runs: Arc<Mutex<Vec<&'static str>>> = Arc::new(Mutex::new(Vec::new()));

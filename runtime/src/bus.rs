@@ -146,7 +146,7 @@ macro_rules! dispatch_body {
         // The table is held by a guard (no reference count taken) while the handlers run;
         // only a route with async deliveries to make is cloned out.
         let table = inner.routes.read();
-        let route = table.routes.get($env.event_type.as_str());
+        let route = table.route::<$data>(&$env.event_type);
         let mut handlers_run = 0;
         let inline_async = match ($how.phase, route) {
             (Phase::AllInline, Some(route)) => route.asynchronous.len(),
@@ -345,6 +345,9 @@ struct RouteTable {
     /// Handlers in registration order.
     handlers: Vec<Handler>,
     routes: FxHashMap<Box<str>, Arc<Route>>,
+    /// The routes of typed events, by payload type: the route of the event's name, for
+    /// each payload type some typed handler takes.
+    by_type: FxHashMap<TypeId, Arc<Route>>,
 }
 
 impl RouteTable {
@@ -364,7 +367,25 @@ impl RouteTable {
             route.sync.sort_by_key(|h| std::cmp::Reverse(h.priority()));
             route.asynchronous.sort_by_key(|t| std::cmp::Reverse(t.handler.priority()));
         }
-        Self { handlers, routes: grouped.into_iter().map(|(k, v)| (k, Arc::new(v))).collect() }
+        let routes: FxHashMap<Box<str>, Arc<Route>> = grouped.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        let by_type = handlers
+            .iter()
+            .filter_map(|h| Some((h.inner.payload_type?, Arc::clone(routes.get(h.event_name())?))))
+            .collect();
+        Self { handlers, routes, by_type }
+    }
+
+    /// The route of an event of payload type `T` named `event_type`. A typed event whose
+    /// type is the very one its payload type gives is found by its payload type.
+    #[inline]
+    fn route<T: EventData>(&self, event_type: &EventType) -> Option<&Arc<Route>> {
+        if let Some(own) = T::static_event_type()
+            && event_type.is_identical(&own)
+            && let Some(route) = self.by_type.get(&TypeId::of::<T>())
+        {
+            return Some(route);
+        }
+        self.routes.get(event_type.as_str())
     }
 }
 
