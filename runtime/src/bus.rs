@@ -143,8 +143,8 @@ macro_rules! dispatch_body {
                 }
             }
         }
-        // The table is held by a guard (no reference count taken) while the handlers run;
-        // only a route with async deliveries to make is cloned out.
+        // The table is held while the handlers run, by reference or by an `arc_swap` guard
+        // (no reference count taken); only a route with async deliveries is cloned out.
         let table = inner.routes.read();
         let route = table.route::<$data>(&$env.event_type);
         let mut handlers_run = 0;
@@ -368,6 +368,8 @@ impl RouteTable {
             route.asynchronous.sort_by_key(|t| std::cmp::Reverse(t.handler.priority()));
         }
         let routes: FxHashMap<Box<str>, Arc<Route>> = grouped.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        // A typed handler always listens to its payload type's own name (`T::NAME`), so
+        // a payload type has one route.
         let by_type = handlers
             .iter()
             .filter_map(|h| Some((h.inner.payload_type?, Arc::clone(routes.get(h.event_name())?))))
