@@ -678,6 +678,46 @@ async fn typed_events_find_their_handlers_by_name_after_a_rename_and_with_dynami
     assert_eq!(*log.lock().unwrap(), ["test.renamed 1", "test.job 2"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_deliveries_run_side_by_side_on_the_worker_pool() {
+    // `Job { n: 0 }` returns at once; the others wait until four of them run at once. A
+    // pool that left queued deliveries to a worker already busy, instead of waking idle
+    // ones, would never get there.
+    let barrier = Arc::new(tokio::sync::Barrier::new(4));
+    let (quick, met) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (b, q, m) = (Arc::clone(&barrier), Arc::clone(&quick), Arc::clone(&met));
+    let meet = Handler::typed(HandlerOptions::asynchronous().name("meet"), async move |e: &Envelope<Job>| {
+        if e.data.n == 0 {
+            q.fetch_add(1, Ordering::SeqCst);
+        } else {
+            b.wait().await;
+            m.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok::<(), HandlerError>(())
+    });
+    let bus = EventBus::builder().workers(4).handler(meet).build().await.unwrap();
+    for round in 1..=20 {
+        // One worker runs a quick delivery and goes back to the queue; the four that
+        // must meet come right then, while it is the only worker looking.
+        bus.emit(Job { n: 0 }).await.unwrap();
+        while quick.load(Ordering::SeqCst) < round {
+            tokio::task::yield_now().await;
+        }
+        for n in 1..=4 {
+            bus.emit(Job { n }).await.unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while met.load(Ordering::SeqCst) < 4 * round {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: four deliveries did not run at once"));
+    }
+    let report = bus.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(report.unfinished.is_empty());
+}
+
 #[tokio::test]
 async fn handlers_added_or_removed_after_emits_take_part_from_the_next_emit() {
     let runs: Arc<Mutex<Vec<&'static str>>> = Arc::new(Mutex::new(Vec::new()));

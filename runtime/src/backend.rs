@@ -432,10 +432,19 @@ impl Default for WorkerPoolConfig {
 
 struct Running {
     queue: Arc<ConcurrentQueue<Delivery>>,
-    /// Wakes a worker waiting for the queue: one per delivery queued, all at close.
+    /// Wakes a worker waiting for the queue: for a delivery queued while no worker is
+    /// searching, and all of them at close.
     ready: Arc<Notify>,
+    /// Workers looking at the queue for their next delivery (not running one, not
+    /// waiting on `ready`): while there is one, a delivery queued needs no wake-up.
+    searching: Arc<CachePadded<AtomicUsize>>,
     workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
+
+/// How many times a worker that finds the queue empty yields to the runtime and looks
+/// again before it waits on `ready`: tens of microseconds, which keeps a steady stream
+/// of deliveries from costing one thread wake-up each.
+const SEARCH_ROUNDS: usize = 64;
 
 /// The largest queue kept in one ring allocated up front (a slot is 32 bytes).
 const RING_LIMIT: usize = 1 << 16;
@@ -558,9 +567,10 @@ impl WorkerPool {
                 ConcurrentQueue::unbounded()
             });
             let ready = Arc::new(Notify::new());
+            let searching = Arc::new(CachePadded::new(AtomicUsize::new(0)));
             let workers = (0..self.config.workers)
                 .map(|_| {
-                    let (queue, ready) = (Arc::clone(&queue), Arc::clone(&ready));
+                    let (queue, ready, searching) = (Arc::clone(&queue), Arc::clone(&ready), Arc::clone(&searching));
                     let room = Arc::clone(&self.room);
                     let spent = Arc::clone(&self.spent);
                     let closed = Arc::clone(&self.closed);
@@ -568,7 +578,7 @@ impl WorkerPool {
                     let interrupted = Arc::clone(&self.interrupted);
                     handle.spawn(async move {
                         let mut ctx = None;
-                        while let Some(job) = next_delivery(&queue, &ready).await {
+                        while let Some(job) = next_delivery(&queue, &ready, &searching).await {
                             room.add_permits(1);
                             let mut guard = InFlight { job: Some(job), sink: &interrupted };
                             if let Some(job) = &guard.job {
@@ -586,7 +596,7 @@ impl WorkerPool {
                     })
                 })
                 .collect();
-            Running { queue, ready, workers: Mutex::new(workers) }
+            Running { queue, ready, searching, workers: Mutex::new(workers) }
         }))
     }
 
@@ -640,7 +650,11 @@ impl WorkerPool {
                     waited: None,
                 },
             })?;
-            running.ready.notify_last();
+            // SeqCst, after the push (itself a full barrier): either a searching worker
+            // leaving the search sees this delivery, or this sees no worker searching.
+            if running.searching.load(Ordering::SeqCst) == 0 {
+                running.ready.notify_last();
+            }
         }
         Ok(())
     }
@@ -649,9 +663,13 @@ impl WorkerPool {
 /// The next delivery for a worker: at once if one is queued, else once one is. `None` once
 /// the queue is closed and empty.
 ///
-/// A worker that finds the queue empty registers with `ready` before looking once more, so a
-/// delivery queued in between wakes it (every push is followed by a `notify_last`).
-async fn next_delivery(queue: &ConcurrentQueue<Delivery>, ready: &Notify) -> Option<Delivery> {
+/// The worker counts in `searching` while it looks: first the queue, then the queue
+/// again after each of [`SEARCH_ROUNDS`] yields to the runtime. Then it registers with
+/// `ready`, stops counting, and looks once more before it waits, so a delivery queued in
+/// between either is seen or wakes it (a delivery is followed by a wake-up whenever no
+/// worker is searching). A worker that leaves the search with a delivery while others are
+/// queued and no other worker searches wakes one.
+async fn next_delivery(queue: &ConcurrentQueue<Delivery>, ready: &Notify, searching: &AtomicUsize) -> Option<Delivery> {
     // What the queue answers now: a delivery, `None` once it is closed and empty, or
     // nothing yet (empty).
     let answer = || match queue.pop() {
@@ -659,18 +677,34 @@ async fn next_delivery(queue: &ConcurrentQueue<Delivery>, ready: &Notify) -> Opt
         Err(concurrent_queue::PopError::Closed) => Some(None),
         Err(concurrent_queue::PopError::Empty) => None,
     };
-    loop {
+    searching.fetch_add(1, Ordering::SeqCst);
+    let next = 'search: loop {
         if let Some(next) = answer() {
-            return next;
+            break next;
+        }
+        for _ in 0..SEARCH_ROUNDS {
+            tokio::task::yield_now().await;
+            if let Some(next) = answer() {
+                break 'search next;
+            }
         }
         let notified = ready.notified();
         let mut notified = std::pin::pin!(notified);
         notified.as_mut().enable();
-        if let Some(next) = answer() {
-            return next;
+        searching.fetch_sub(1, Ordering::SeqCst);
+        let last_look = answer();
+        if last_look.is_none() {
+            notified.await;
         }
-        notified.await;
+        searching.fetch_add(1, Ordering::SeqCst);
+        if let Some(next) = last_look {
+            break next;
+        }
+    };
+    if searching.fetch_sub(1, Ordering::SeqCst) == 1 && !queue.is_empty() {
+        ready.notify_last();
     }
+    next
 }
 
 #[async_trait]
