@@ -132,10 +132,7 @@ impl EventType {
     fn lookup(name: &str) -> Option<Self> {
         BUILT_IN.iter().find(|(n, _)| *n == name).map(|(_, t)| t.clone())
     }
-}
 
-// Equality, order and hash go by name, so `Custom("user.created")` equals `UserCreated`.
-impl EventType {
     /// Whether `self` is `other` by identity: the same built-in type, or a custom name at
     /// the same address. Cheaper than `==`, and never true for different types; false
     /// for equal names at different addresses.
@@ -149,6 +146,7 @@ impl EventType {
     }
 }
 
+// Equality, order and hash go by name, so `Custom("user.created")` equals `UserCreated`.
 impl PartialEq for EventType {
     fn eq(&self, other: &Self) -> bool {
         self.as_str() == other.as_str()
