@@ -55,7 +55,7 @@ fn emit_async(c: &mut Criterion) {
                     .workers(WORKERS)
                     .queue_size(CAPACITY)
                     .backpressure(BackpressurePolicy::Wait)
-                    .build(),
+                    .try_build(),
             )
             .expect("bus builds");
         group.bench_with_input(BenchmarkId::new("bus_worker_pool", size), &event, |b, event| {

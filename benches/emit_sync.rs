@@ -39,8 +39,9 @@ impl<E> HandRolledBus<E> {
 
 fn emit_sync(c: &mut Criterion) {
     let rt = common::current_thread_runtime();
-    let bus =
-        rt.block_on(EventBus::builder().handlers(common::registered("deny_disposable")).build()).expect("bus builds");
+    let bus = rt
+        .block_on(EventBus::builder().handlers(common::registered("deny_disposable")).try_build())
+        .expect("bus builds");
     let raw = HandRolledBus::<SignupRequested> { handlers: vec![Box::new(|e| Box::pin(deny_disposable(e)))] };
 
     let mut group = c.benchmark_group("emit_sync");

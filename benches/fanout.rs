@@ -62,7 +62,7 @@ fn fanout_sync(c: &mut Criterion) {
                 async |e: &Envelope<SignupRequested>| check(&e.data).await,
             )
         });
-        let bus = rt.block_on(EventBus::builder().handlers(handlers).build()).expect("bus builds");
+        let bus = rt.block_on(EventBus::builder().handlers(handlers).try_build()).expect("bus builds");
         group.bench_with_input(BenchmarkId::new("bus", k), &event, |b, event| {
             b.to_async(&rt).iter(|| async {
                 let receipt = bus.emit(black_box(event.clone())).await.expect("emit succeeds");
@@ -105,7 +105,7 @@ fn fanout_async(c: &mut Criterion) {
                 async |e: &Envelope<SignupRequested>| check_and_count(&e.data).await,
             )
         });
-        let bus = rt.block_on(EventBus::builder().handlers(handlers).build()).expect("bus builds");
+        let bus = rt.block_on(EventBus::builder().handlers(handlers).try_build()).expect("bus builds");
         group.bench_with_input(BenchmarkId::new("bus_worker_pool", k), &event, |b, event| {
             b.to_async(&rt).iter(|| async {
                 DONE.arm(BATCH * k);

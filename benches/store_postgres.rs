@@ -61,7 +61,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use better_auth_events::prelude::*;
-use better_auth_events::store::{EncodedEvent, PostgresStore};
+use better_auth_events::store::PostgresStore;
 use common::SignupRequested;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
 use futures::TryStreamExt;
@@ -144,12 +144,12 @@ fn fresh(event: &SignupRequested, n: usize) -> Vec<Envelope<SignupRequested>> {
     (0..n).map(|_| Envelope::of(event.clone())).collect()
 }
 
-fn encode(envs: &[Envelope<SignupRequested>]) -> Vec<EncodedEvent> {
-    envs.iter().map(|e| EncodedEvent::encode(e as &Envelope<dyn EventData>).expect("encodes")).collect()
+fn encode(envs: &[Envelope<SignupRequested>]) -> Vec<common::Columns> {
+    envs.iter().map(common::Columns::of).collect()
 }
 
 /// The rows in PostgreSQL's binary COPY format, columns in [`COLUMNS`]' order.
-fn copy_binary(rows: &[EncodedEvent], buf: &mut Vec<u8>) {
+fn copy_binary(rows: &[common::Columns], buf: &mut Vec<u8>) {
     fn text(buf: &mut Vec<u8>, v: Option<&str>) {
         match v {
             Some(s) => {
@@ -195,7 +195,7 @@ async fn copy_in(pool: &PgPool, table: &str, buf: &[u8]) -> u64 {
     copy.finish().await.expect("copy finish")
 }
 
-async fn raw_unnest(pool: &PgPool, sql: &str, rows: Vec<EncodedEvent>) {
+async fn raw_unnest(pool: &PgPool, sql: &str, rows: Vec<common::Columns>) {
     let n = rows.len();
     let (mut id, mut ty, mut source, mut subject, mut version) = (
         Vec::with_capacity(n),
@@ -240,7 +240,7 @@ async fn raw_unnest(pool: &PgPool, sql: &str, rows: Vec<EncodedEvent>) {
     assert_eq!(done.rows_affected(), n as u64);
 }
 
-async fn raw_values(pool: &PgPool, table: &str, rows: &[EncodedEvent]) {
+async fn raw_values(pool: &PgPool, table: &str, rows: &[common::Columns]) {
     let mut tx = pool.begin().await.expect("begin");
     for chunk in rows.chunks(VALUES_ROWS) {
         let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!("INSERT INTO {table} ({COLUMNS}) "));

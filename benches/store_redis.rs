@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use better_auth_events::prelude::*;
-use better_auth_events::store::{EncodedEvent, RedisStore};
+use better_auth_events::store::RedisStore;
 use common::SignupRequested;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -128,7 +128,7 @@ fn write_command(out: &mut Vec<u8>, args: &[&[u8]]) {
 }
 
 /// The fields `RedisStore` writes for `e` (every optional field is absent in this bench).
-fn fields(e: &EncodedEvent) -> Vec<(&'static str, String)> {
+fn fields(e: &common::Columns) -> Vec<(&'static str, String)> {
     vec![
         ("id", e.id.clone()),
         ("type", e.event_type.clone()),
@@ -181,10 +181,7 @@ fn store_redis(c: &mut Criterion) {
 
         // The same events, encoded once, outside the clock.
         let envs: Vec<Envelope<SignupRequested>> = (0..batch).map(|_| Envelope::of(event.clone())).collect();
-        let encoded: Vec<Vec<(&'static str, String)>> = envs
-            .iter()
-            .map(|e| fields(&EncodedEvent::encode(e as &Envelope<dyn EventData>).expect("encodes")))
-            .collect();
+        let encoded: Vec<Vec<(&'static str, String)>> = envs.iter().map(|e| fields(&common::Columns::of(e))).collect();
         group.bench_function(BenchmarkId::new("raw_xadd_pipelined", batch), |b| {
             b.to_async(&rt).iter_custom(|iters| {
                 let (encoded, raw_key) = (&encoded, raw_key.clone());

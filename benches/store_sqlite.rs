@@ -224,7 +224,7 @@ async fn stream_ours(store: &SqliteStore) -> usize {
 
 /// Replays every stored event into the typed `deny_disposable` handler; returns how many.
 async fn replay_ours(store: &SqliteStore) -> usize {
-    let bus = EventBus::builder().handlers(common::registered("deny_disposable")).build().await.expect("bus");
+    let bus = EventBus::builder().handlers(common::registered("deny_disposable")).try_build().await.expect("bus");
     let report = ReplayEngine::new(store.clone(), bus).replay().execute().await.expect("replay");
     assert_eq!(report.failed, 0, "{:?}", report.failures.first());
     assert_eq!(report.handlers_run, report.events);

@@ -142,7 +142,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 failure.handler, failure.event_id, failure.attempts, failure.error
             );
         })
-        .build()
+        .try_build()
         .await?;
 
     let users = Mutex::new(Vec::new());

@@ -20,7 +20,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 1. A sign-up flow, emitted through a bus that stores every event before `emit`
     //    returns. The correlation middleware ties each user's events together.
-    let bus = EventBus::builder().store(store.clone()).middleware(CorrelationMiddleware::new()).build().await?;
+    let bus = EventBus::builder().store(store.clone()).middleware(CorrelationMiddleware::new()).try_build().await?;
     for (i, email) in ["ann@example.com", "bob@example.com", "chloe@example.com"].into_iter().enumerate() {
         let user_id = format!("user-{}", i + 1);
         let flow = format!("signup-{}", i + 1);

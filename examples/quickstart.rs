@@ -61,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bus = EventBus::builder()
         .middleware(TracingMiddleware::default())
         .handlers(registered_handlers()) // every #[handler] in this program: `check_invite`
-        .build()
+        .try_build()
         .await?;
 
     let receipt = bus

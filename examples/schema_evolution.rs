@@ -64,7 +64,7 @@ mod v3 {
 async fn main() -> Result<(), better_auth_events::Error> {
     // 1. The first release writes v1 events.
     let store = MemoryStore::new();
-    let bus = EventBus::builder().store(store.clone()).build().await?;
+    let bus = EventBus::builder().store(store.clone()).try_build().await?;
     for (id, name) in [("user-1", "Ann"), ("user-2", "Bob"), ("user-3", "Chloé")] {
         bus.emit(v1::ProfileUpdated { user_id: id.into(), display_name: name.into() }).await?;
     }

@@ -27,7 +27,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), better_auth_events::Error> {
-//! let bus = EventBus::builder().handlers(registered_handlers()).build().await?;
+//! let bus = EventBus::builder().handlers(registered_handlers()).try_build().await?;
 //! let receipt = bus.emit(OrderPlaced { order_id: "o-1".into(), email: "a@b.c".into() }).await?;
 //! assert_eq!(receipt.handlers_run, 1);
 //! # Ok(()) }
@@ -71,7 +71,17 @@ extern crate self as better_auth_events;
 pub mod auth;
 
 pub use better_auth_events_macros::{Event, handler};
-pub use better_auth_events_runtime::*;
+pub use better_auth_events_runtime::{
+    AppendOutcome, AsyncBackend, Backoff, BackpressurePolicy, BatchConfig, BoxError, BusStats, Cause,
+    CorrelationMiddleware, DEFAULT_SOURCE, Delivery, DeliveryFailure, Dep, DepRequirement, Dependencies, DynHandlerFn,
+    EmitReceipt, EmitStatus, Envelope, Error, Event, EventBus, EventBusBuilder, EventData, EventError, EventHandler,
+    EventInfo, EventMetadata, EventMiddleware, EventQuery, EventRegistration, EventStore, EventType, Flow, FromContext,
+    Handler, HandlerContext, HandlerError, HandlerFuture, HandlerMode, HandlerOptions, IntoEnvelope, IntoHandlerResult,
+    MemoryStore, Order, QueryBuilder, ReplayBuilder, ReplayEngine, ReplayFailure, ReplayProgress, ReplayReport, Result,
+    RetryPolicy, SPEC_VERSION, ShutdownReport, StoredEvent, TracingMiddleware, TypedEvent, TypedHandlerFn,
+    UnfinishedDelivery, ValidationMode, WorkerPool, WorkerPoolConfig, async_trait, current_cause, ext, new_event_id,
+    registered_events, registered_handlers, replay, schema, store,
+};
 /// The time types of envelopes and queries (`DateTime<Utc>`), re-exported.
 pub use chrono;
 /// The id type of events and deliveries (`Uuid`), re-exported.

@@ -98,7 +98,7 @@ fn registered_handlers_carry_their_options() {
 
 #[tokio::test]
 async fn a_missing_dependency_is_a_build_error_naming_handler_and_type() {
-    let err = EventBus::builder().handlers(named(&["send_welcome"])).build().await.unwrap_err();
+    let err = EventBus::builder().handlers(named(&["send_welcome"])).try_build().await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::Config(_)));
     assert_eq!(
@@ -114,7 +114,7 @@ async fn sync_veto_async_mail_and_envelope_arguments() {
     let bus = EventBus::builder()
         .handlers(named(&["deny_banned", "envelope_by_ref", "send_welcome"]))
         .dependency_arc(mailer.clone())
-        .build()
+        .try_build()
         .await
         .unwrap();
 
@@ -136,7 +136,8 @@ async fn sync_veto_async_mail_and_envelope_arguments() {
 #[tokio::test]
 async fn retries_see_increasing_attempts_and_one_delivery_id() {
     let attempts = Arc::new(Attempts::default());
-    let bus = EventBus::builder().handlers(named(&["flaky"])).dependency_arc(attempts.clone()).build().await.unwrap();
+    let bus =
+        EventBus::builder().handlers(named(&["flaky"])).dependency_arc(attempts.clone()).try_build().await.unwrap();
     let receipt = bus.emit(RetryMe { fail_times: 2 }).await.unwrap();
     bus.shutdown(Duration::from_secs(5)).await.unwrap();
     let seen = attempts.seen.lock().unwrap().clone();
@@ -214,7 +215,7 @@ async fn a_worker_gives_each_delivery_its_own_context_across_handlers_buses_and_
             .backend(Arc::clone(&pool))
             .dependency(SeenLog { tag, seen: Arc::clone(&seen) })
             .handlers(named(&["ctx_a", "ctx_b"]))
-            .build()
+            .try_build()
             .await
             .unwrap();
         buses.push((tag, bus));
@@ -291,7 +292,7 @@ async fn inline_handlers_that_read_their_context_find_the_dependencies_after_one
     let bus = EventBus::builder()
         .dependency_arc(Arc::clone(&calls))
         .handlers(named(&["inline_plain", "inline_dep", "inline_ctx_ref", "inline_ctx_owned"]))
-        .build()
+        .try_build()
         .await
         .unwrap();
     for n in 0..2 {

@@ -35,7 +35,7 @@ impl EventMiddleware for Step {
         self.name
     }
 
-    async fn process(&self, event: &mut Envelope<dyn EventData>) -> Result<Flow, Error> {
+    async fn process_envelope(&self, event: &mut Envelope<dyn EventData>) -> Result<Flow, Error> {
         self.log.lock().unwrap().push(self.name.to_owned());
         (self.action)(event)
     }
@@ -85,7 +85,7 @@ async fn middleware_run_in_order_and_can_transform_typed_and_dynamic_payloads() 
         }))
         .handler(capture(&seen))
         .store(MemoryStore::new())
-        .build()
+        .try_build()
         .await
         .unwrap();
     bus.emit(Login { email: "ANN@Example.COM".into(), ..login() }).await.unwrap();
@@ -124,7 +124,7 @@ async fn a_middleware_can_drop_with_a_reason_or_reject_with_an_error() {
         }))
         .handler(capture(&seen))
         .store_arc(store.clone())
-        .build()
+        .try_build()
         .await
         .unwrap();
 
@@ -182,7 +182,7 @@ async fn the_tracing_middleware_logs_through_tracing_without_personal_data() {
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let bus = EventBus::builder().middleware(TracingMiddleware::default()).build().await.unwrap();
+    let bus = EventBus::builder().middleware(TracingMiddleware::default()).try_build().await.unwrap();
     bus.emit(login()).await.unwrap();
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(text.contains("event mw.login"), "{text}");
@@ -199,7 +199,7 @@ struct WelcomeSent {
 #[tokio::test]
 async fn the_correlation_middleware_fills_correlation_and_causation_ids() {
     let follow_ups: Arc<Mutex<Vec<Envelope<WelcomeSent>>>> = Arc::new(Mutex::new(Vec::new()));
-    let bus = EventBus::builder().middleware(CorrelationMiddleware::new()).build().await.unwrap();
+    let bus = EventBus::builder().middleware(CorrelationMiddleware::new()).try_build().await.unwrap();
     let f = Arc::clone(&follow_ups);
     bus.subscribe(async move |e: &Envelope<WelcomeSent>| {
         f.lock().unwrap().push(e.clone());
@@ -214,7 +214,7 @@ async fn the_correlation_middleware_fills_correlation_and_causation_ids() {
         let inner_bus = bus.clone();
         bus.register(Handler::typed(options.name(name), async move |e: &Envelope<Login>| {
             inner_bus.emit(WelcomeSent { user_id: e.data.user_id.clone() }).await?;
-            Ok::<(), Error>(())
+            Ok::<(), HandlerError>(())
         }))
         .unwrap();
     }
@@ -237,8 +237,12 @@ async fn the_correlation_middleware_fills_correlation_and_causation_ids() {
 
     // Ids already set are kept.
     let store = Arc::new(MemoryStore::new());
-    let bus =
-        EventBus::builder().middleware(CorrelationMiddleware::new()).store_arc(store.clone()).build().await.unwrap();
+    let bus = EventBus::builder()
+        .middleware(CorrelationMiddleware::new())
+        .store_arc(store.clone())
+        .try_build()
+        .await
+        .unwrap();
     let mine = bus.emit(Envelope::of(login()).with_correlation_id("req-42")).await.unwrap();
     let stored = store.get(mine.id).await.unwrap().unwrap().event;
     assert_eq!(stored.metadata.correlation_id.as_deref(), Some("req-42"));

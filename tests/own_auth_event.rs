@@ -32,7 +32,7 @@ async fn the_bus_builds_and_validates_against_the_programs_own_schema() {
     let required = schema.schema.get("required").cloned().unwrap_or_default();
     assert_eq!(required, serde_json::json!(["account_id", "plan"]));
 
-    let bus = EventBus::builder().build().await.expect("bus builds");
+    let bus = EventBus::builder().try_build().await.expect("bus builds");
     bus.emit(UserCreated { account_id: 7, plan: "pro".into() }).await.expect("typed emit");
     // A dynamic `user.created` is validated against the program's schema, not the built-in one.
     let err = bus

@@ -35,7 +35,7 @@ fn recorder(name: &'static str, seen: &Seen, fail_on: Option<u32>, asynchronous:
 /// A store with 10 signups (n = 0..10) and 5 logins, emitted through a plain bus.
 async fn history() -> MemoryStore {
     let store = MemoryStore::new();
-    let bus = EventBus::builder().store(store.clone()).build().await.unwrap();
+    let bus = EventBus::builder().store(store.clone()).try_build().await.unwrap();
     for n in 0..10 {
         bus.emit(Signup { n }).await.unwrap();
         if n % 2 == 0 {
@@ -56,7 +56,7 @@ async fn replays_the_selected_events_into_the_handlers_marked_as_replays() {
     let bus = EventBus::builder()
         .handler(recorder("sync", &seen, None, false))
         .handler(recorder("async", &seen, None, true))
-        .build()
+        .try_build()
         .await
         .unwrap();
     let before = chrono::Utc::now();
@@ -87,7 +87,7 @@ async fn only_the_named_handlers_run_and_unknown_names_are_an_error() {
     let bus = EventBus::builder()
         .handler(recorder("projection", &seen, None, false))
         .handler(recorder("send-mail", &seen, None, true))
-        .build()
+        .try_build()
         .await
         .unwrap();
     let engine = ReplayEngine::new(store, bus);
@@ -105,7 +105,7 @@ async fn only_the_named_handlers_run_and_unknown_names_are_an_error() {
 async fn a_dry_run_counts_and_runs_nothing() {
     let store = history().await;
     let seen: Seen = Arc::default();
-    let bus = EventBus::builder().handler(recorder("h", &seen, None, false)).build().await.unwrap();
+    let bus = EventBus::builder().handler(recorder("h", &seen, None, false)).try_build().await.unwrap();
     let report = ReplayEngine::new(store, bus).replay().dry_run().execute().await.unwrap();
     assert!(report.dry_run);
     assert_eq!((report.events, report.handlers_run), (15, 10));
@@ -116,7 +116,7 @@ async fn a_dry_run_counts_and_runs_nothing() {
 async fn a_replay_resumes_from_its_checkpoint_and_reports_progress() {
     let store = history().await;
     let seen: Seen = Arc::default();
-    let bus = EventBus::builder().handler(recorder("h", &seen, None, false)).build().await.unwrap();
+    let bus = EventBus::builder().handler(recorder("h", &seen, None, false)).try_build().await.unwrap();
     let engine = ReplayEngine::new(store, bus);
     let progress: Arc<Mutex<Vec<ReplayProgress>>> = Arc::default();
     let p = Arc::clone(&progress);
@@ -147,7 +147,7 @@ async fn failures_are_recorded_or_stop_the_replay() {
     let bus = EventBus::builder()
         .handler(recorder("fragile", &seen, Some(3), false))
         .handler(recorder("after", &seen, None, false))
-        .build()
+        .try_build()
         .await
         .unwrap();
     let engine = ReplayEngine::new(store, bus);
@@ -189,7 +189,7 @@ async fn projection(e: &Login, ctx: &HandlerContext) -> Result<(), HandlerError>
 async fn typed_handlers_read_stored_json_and_know_it_is_a_replay() {
     let store = history().await;
     let handlers = better_auth_events::registered_handlers().into_iter().filter(|h| h.name() == "replay_projection");
-    let bus = EventBus::builder().handlers(handlers).build().await.unwrap();
+    let bus = EventBus::builder().handlers(handlers).try_build().await.unwrap();
     let report = ReplayEngine::new(store, bus).replay().event_type("replay.login").execute().await.unwrap();
     assert_eq!((report.events, report.handlers_run, report.failed), (5, 5, 0), "{report:?}");
 }

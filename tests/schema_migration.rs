@@ -102,7 +102,7 @@ fn an_old_event_reads_as_every_newer_version() {
 #[tokio::test]
 async fn stored_v1_events_replay_into_a_v3_handler() {
     let store = MemoryStore::new();
-    let bus = EventBus::builder().store(store.clone()).build().await.unwrap();
+    let bus = EventBus::builder().store(store.clone()).try_build().await.unwrap();
     for i in 0..5 {
         bus.emit(v1_event(i)).await.unwrap();
     }

@@ -18,7 +18,7 @@ fn user_created_v1() -> EventSchema {
 async fn the_seed_validation_example_works_as_written() -> Result<(), Error> {
     let mut registry = SchemaRegistry::new();
     registry.register(user_created_v1())?;
-    let bus = EventBus::builder().schema_registry(registry).build().await?;
+    let bus = EventBus::builder().schema_registry(registry).try_build().await?;
 
     bus.emit(Event::new("user.created").with_data(json!({
         "user_id": "123",
@@ -159,18 +159,19 @@ async fn the_bus_can_be_lenient_or_reject_unknown_events() {
     };
     let invalid = || Event::new("user.created").with_data(json!({ "user_id": "123" }));
     let lenient =
-        EventBus::builder().schema_registry(registry()).validation(ValidationMode::Lenient).build().await.unwrap();
+        EventBus::builder().schema_registry(registry()).validation(ValidationMode::Lenient).try_build().await.unwrap();
     lenient.emit(invalid()).await.expect("lenient lets it through");
-    let off = EventBus::builder().schema_registry(registry()).validation(ValidationMode::Off).build().await.unwrap();
+    let off =
+        EventBus::builder().schema_registry(registry()).validation(ValidationMode::Off).try_build().await.unwrap();
     off.emit(invalid()).await.expect("off does not check");
 
-    let strict = EventBus::builder().schema_registry(registry()).reject_unknown_events(true).build().await.unwrap();
+    let strict = EventBus::builder().schema_registry(registry()).reject_unknown_events(true).try_build().await.unwrap();
     let err = strict.emit(Event::new("order.paid")).await.unwrap_err();
     assert!(err.to_string().contains("unknown event type"), "{err}");
 
     // A valid dynamic event carries the version it was checked against.
     let store = MemoryStore::new();
-    let bus = EventBus::builder().schema_registry(registry()).store(store.clone()).build().await.unwrap();
+    let bus = EventBus::builder().schema_registry(registry()).store(store.clone()).try_build().await.unwrap();
     let receipt =
         bus.emit(Event::new("user.created").with_data(json!({ "user_id": "1", "email": "e" }))).await.unwrap();
     let stored = store.get(receipt.id).await.unwrap().unwrap();

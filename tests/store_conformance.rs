@@ -299,7 +299,7 @@ async fn stored_events_read_back_as_typed_events(store: &dyn EventStore) {
 
 async fn the_seed_query_api_works_through_the_bus(store: Arc<dyn EventStore>) {
     let start = Utc::now() - chrono::Duration::seconds(1);
-    let bus = EventBus::builder().store_arc(Arc::clone(&store)).build().await.expect("bus");
+    let bus = EventBus::builder().store_arc(Arc::clone(&store)).try_build().await.expect("bus");
     let receipt = bus.emit(Event::new("user.created").with_data(json!({ "user_id": "123", "email": "a@b.c" }))).await;
     let receipt = receipt.expect("emit");
     assert!(receipt.position.is_some());

@@ -32,6 +32,6 @@ async fn two_upcasters_from_one_version_are_a_start_up_error() {
     let err = UpcastChain::from_registered().unwrap_err().to_string();
     assert!(err.contains("`fork.event` 1.0.0 has two upcasters (to "), "{err}");
     assert!(err.contains("keep one `previous = ..` per version"), "{err}");
-    let err = EventBus::builder().build().await.unwrap_err().to_string();
+    let err = EventBus::builder().try_build().await.unwrap_err().to_string();
     assert!(err.contains("has two upcasters"), "{err}");
 }

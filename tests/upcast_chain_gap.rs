@@ -29,6 +29,6 @@ async fn a_gap_in_the_chain_is_a_start_up_error() {
     let err = UpcastChain::from_registered().unwrap_err().to_string();
     assert!(err.contains("`gap.event` 1.0.0 cannot be upcast to 3.0.0: no upcaster goes on from 1.0.0"), "{err}");
     assert!(SchemaRegistry::from_registered_events().is_err());
-    let err = EventBus::builder().build().await.unwrap_err().to_string();
+    let err = EventBus::builder().try_build().await.unwrap_err().to_string();
     assert!(err.contains("cannot be upcast"), "{err}");
 }

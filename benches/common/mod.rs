@@ -136,3 +136,37 @@ pub fn current_thread_runtime() -> tokio::runtime::Runtime {
 pub fn multi_thread_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
 }
+
+/// An event flattened into the columns the stores keep, made here the way the stores
+/// make theirs, so that a raw baseline writes the same rows.
+#[allow(dead_code, reason = "each store bench uses some of the columns")]
+pub struct Columns {
+    pub id: String,
+    pub event_type: String,
+    pub source: String,
+    pub subject: Option<String>,
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+    pub version: Option<String>,
+    pub tenant: Option<String>,
+    pub correlation_id: Option<String>,
+    pub data: String,
+    pub metadata: String,
+}
+
+#[allow(dead_code, reason = "used by the store benches only")]
+impl Columns {
+    pub fn of<T: serde::Serialize>(e: &better_auth_events::Envelope<T>) -> Self {
+        Self {
+            id: e.id.to_string(),
+            event_type: e.event_type.as_str().to_owned(),
+            source: e.source.to_string(),
+            subject: e.subject.clone(),
+            timestamp: e.timestamp,
+            version: e.version.as_deref().map(str::to_owned),
+            tenant: e.metadata.tenant.clone(),
+            correlation_id: e.metadata.correlation_id.clone(),
+            data: serde_json::to_string(&e.data).expect("payload serializes"),
+            metadata: serde_json::to_string(&e.metadata).expect("metadata serializes"),
+        }
+    }
+}

@@ -10,6 +10,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// `Result` with the runtime's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The seed's name for [`Error`].
+pub type EventError = Error;
+
 /// Everything the bus, its builder and its backends can report.
 ///
 /// Messages are lowercase, say what happened and, where there is one, what to do.
@@ -105,6 +108,13 @@ pub enum Error {
     /// registration, an incomplete upcast chain, a snapshot that no longer matches.
     #[error("{0}")]
     Schema(String),
+
+    /// What was asked for does not exist: an event id, a handler name.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for, with its id or name.
+        what: String,
+    },
 
     /// The bus configuration is invalid (reported by `build()` or a registration).
     #[error("invalid event bus configuration: {0}")]
@@ -206,6 +216,24 @@ impl HandlerError {
     /// [`HandlerError::MissingDependency`] and [`HandlerError::EventMismatch`]).
     pub fn is_retryable(&self) -> bool {
         !matches!(self, Self::Permanent(_) | Self::MissingDependency(_) | Self::EventMismatch { .. })
+    }
+}
+
+impl From<Error> for HandlerError {
+    fn from(error: Error) -> Self {
+        Self::Failed(Box::new(error))
+    }
+}
+
+impl From<std::io::Error> for HandlerError {
+    fn from(error: std::io::Error) -> Self {
+        Self::Failed(Box::new(error))
+    }
+}
+
+impl From<serde_json::Error> for HandlerError {
+    fn from(error: serde_json::Error) -> Self {
+        Self::Failed(Box::new(error))
     }
 }
 

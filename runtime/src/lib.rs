@@ -1,13 +1,35 @@
 //! Runtime of [better-auth-events](https://docs.rs/better-auth-events): the envelope, the
-//! bus, handlers, middleware, the worker pool and the store slot.
+//! bus, handlers, middleware, async backends, stores, replay and the schema registry.
 //!
 //! Use it through the `better-auth-events` facade crate, which adds the `#[derive(Event)]`
 //! and `#[handler]` macros and a prelude.
+//!
+//! # Layout
+//!
+//! Modules depend on each other one way, from the bottom up; none reaches back up:
+//!
+//! ```text
+//! replay                                  replays stored events into a bus's handlers
+//! bus (dispatch, builder, validation)     emit, emit_sync, emit_batch, registration
+//! route · backend (worker_pool)           the route table · where async deliveries go
+//! delivery                                one event for one async handler, retries
+//! handler (context, options, retry, …) · middleware
+//! cause                                   which event's handler runs on this task
+//! envelope (cloudevents, shared) · schema the envelope, its CloudEvents form · schemas
+//! event · event_type · error · clock      TypedEvent · EventType · Error · ids and time
+//! ```
+//!
+//! Stores (`store`) are leaves beside them: they depend on the envelope, the event and
+//! the error, and nothing depends on them but the bus and replay, through the
+//! [`EventStore`] trait.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
 mod bus;
+mod cause;
+mod clock;
+mod delivery;
 mod envelope;
 mod error;
 mod event;
@@ -15,26 +37,26 @@ mod event_type;
 mod handler;
 mod middleware;
 pub mod replay;
+mod route;
 pub mod schema;
 pub mod store;
 
 pub use async_trait::async_trait;
 
-pub use backend::{
-    AsyncBackend, BackpressurePolicy, Delivery, DeliveryFailure, ShutdownReport, UnfinishedDelivery, WorkerPool,
-    WorkerPoolConfig,
-};
+pub use backend::{AsyncBackend, BackpressurePolicy, WorkerPool, WorkerPoolConfig};
 pub use bus::{
-    BatchConfig, BusStats, Cause, EmitReceipt, EmitStatus, EventBus, EventBusBuilder, IntoEnvelope, ValidationMode,
-    current_cause,
+    BatchConfig, BusStats, EmitReceipt, EmitStatus, EventBus, EventBusBuilder, IntoEnvelope, ValidationMode,
 };
-pub use envelope::{DEFAULT_SOURCE, Envelope, Event, EventMetadata, SPEC_VERSION, ext, new_event_id};
-pub use error::{BoxError, Error, HandlerError, Result};
+pub use cause::{Cause, current_cause};
+pub use clock::new_event_id;
+pub use delivery::{Delivery, DeliveryFailure, ShutdownReport, UnfinishedDelivery};
+pub use envelope::{DEFAULT_SOURCE, Envelope, Event, EventMetadata, SPEC_VERSION, ext};
+pub use error::{BoxError, Error, EventError, HandlerError, Result};
 pub use event::{EventData, EventInfo, EventRegistration, TypedEvent, registered_events};
 pub use event_type::EventType;
 pub use handler::{
-    Backoff, Dep, DepRequirement, Dependencies, DynHandlerFn, FromContext, Handler, HandlerContext, HandlerFuture,
-    HandlerMode, HandlerOptions, IntoHandlerResult, RetryPolicy, TypedHandlerFn, registered_handlers,
+    Backoff, Dep, DepRequirement, Dependencies, DynHandlerFn, EventHandler, FromContext, Handler, HandlerContext,
+    HandlerFuture, HandlerMode, HandlerOptions, IntoHandlerResult, RetryPolicy, TypedHandlerFn, registered_handlers,
 };
 pub use middleware::{CorrelationMiddleware, EventMiddleware, Flow, TracingMiddleware};
 pub use replay::{ReplayBuilder, ReplayEngine, ReplayFailure, ReplayProgress, ReplayReport};

@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 
-use crate::envelope::Envelope;
-use crate::error::Error;
+use crate::envelope::{Envelope, Event};
+use crate::error::{Error, EventError};
 use crate::event::EventData;
 
 /// What a middleware decides for an event.
@@ -19,12 +19,16 @@ pub enum Flow {
 
 /// A step of the pipeline every event goes through before the handlers and the store.
 ///
-/// A middleware sees the event as `&mut Envelope<dyn EventData>`: it can read and change
+/// Implement one of its two methods. [`EventMiddleware::process_envelope`] sees the event
+/// in place, as `&mut Envelope<dyn EventData>`, with a typed payload still typed: it can
+/// read and change
 /// the header (correlation ids, tenant, subject), read the payload as JSON
 /// (`event.data.to_json()`), change a typed payload in place
 /// (`event.data.downcast_mut::<UserCreated>()`) or replace it (`event.data.set_json(..)`),
 /// drop the event with [`Flow::Drop`], or reject it by returning an error (the emitter gets
-/// it). Middleware run in the order they were added to the builder.
+/// it). [`EventMiddleware::process`] is the seed's form: it takes the event as a dynamic
+/// [`Event`] and returns it, changed or not; it costs a JSON round trip of the payload per
+/// event. Middleware run in the order they were added to the builder.
 ///
 /// ```
 /// use better_auth_events_runtime::{async_trait, Envelope, EventData, EventMiddleware, Flow, Error};
@@ -35,11 +39,27 @@ pub enum Flow {
 /// impl EventMiddleware for DropTestTenants {
 ///     fn name(&self) -> &str { "drop-test-tenants" }
 ///
-///     async fn process(&self, event: &mut Envelope<dyn EventData>) -> Result<Flow, Error> {
+///     async fn process_envelope(&self, event: &mut Envelope<dyn EventData>) -> Result<Flow, Error> {
 ///         if event.metadata.tenant.as_deref() == Some("test") {
 ///             return Ok(Flow::Drop("test tenant".into()));
 ///         }
 ///         Ok(Flow::Continue)
+///     }
+/// }
+/// ```
+///
+/// The seed's form:
+///
+/// ```
+/// use better_auth_events_runtime::{async_trait, Event, EventError, EventMiddleware};
+///
+/// struct LoggingMiddleware;
+///
+/// #[async_trait]
+/// impl EventMiddleware for LoggingMiddleware {
+///     async fn process(&self, event: Event) -> Result<Event, EventError> {
+///         println!("Event: {}", event.event_type);
+///         Ok(event)
 ///     }
 /// }
 /// ```
@@ -56,8 +76,32 @@ pub trait EventMiddleware: Send + Sync + 'static {
         false
     }
 
-    /// Inspects, changes, drops or rejects one event.
-    async fn process(&self, event: &mut Envelope<dyn EventData>) -> Result<Flow, Error>;
+    /// Inspects, changes, drops or rejects one event, in place. The default runs
+    /// [`EventMiddleware::process`] on a dynamic copy of the event and writes what it
+    /// returns back: header and payload.
+    async fn process_envelope(&self, event: &mut Envelope<dyn EventData>) -> Result<Flow, Error> {
+        let processed = self.process(event.to_dynamic()?).await?;
+        let Envelope { id, event_type, source, subject, timestamp, version, metadata, data } = processed;
+        event
+            .data
+            .set_json(data)
+            .map_err(|source| Error::Serialization { event_type: event_type.to_string(), source })?;
+        event.id = id;
+        event.event_type = event_type;
+        event.source = source;
+        event.subject = subject;
+        event.timestamp = timestamp;
+        event.version = version;
+        event.metadata = metadata;
+        Ok(Flow::Continue)
+    }
+
+    /// The seed's form: takes the event as a dynamic [`Event`] and returns it, changed or
+    /// not; an error rejects it. Called only by the default
+    /// [`EventMiddleware::process_envelope`]. The default returns the event unchanged.
+    async fn process(&self, event: Event) -> Result<Event, EventError> {
+        Ok(event)
+    }
 }
 
 /// Logs every event through `tracing` at `INFO` (target `better_auth_events`), with the
@@ -109,7 +153,7 @@ impl EventMiddleware for TracingMiddleware {
         "tracing"
     }
 
-    async fn process(&self, event: &mut Envelope<dyn EventData>) -> Result<Flow, Error> {
+    async fn process_envelope(&self, event: &mut Envelope<dyn EventData>) -> Result<Flow, Error> {
         if tracing::enabled!(target: "better_auth_events", tracing::Level::INFO) {
             let line = self.render(event);
             tracing::info!(
@@ -148,8 +192,8 @@ impl EventMiddleware for CorrelationMiddleware {
         true
     }
 
-    async fn process(&self, event: &mut Envelope<dyn EventData>) -> Result<Flow, Error> {
-        let cause = crate::bus::current_cause();
+    async fn process_envelope(&self, event: &mut Envelope<dyn EventData>) -> Result<Flow, Error> {
+        let cause = crate::cause::current_cause();
         if event.metadata.causation_id.is_none()
             && let Some(cause) = &cause
         {

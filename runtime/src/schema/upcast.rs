@@ -8,6 +8,7 @@ use semver::Version;
 use serde_json::Value;
 
 use super::migrate::MigrationPlan;
+use crate::envelope::{Envelope, Event};
 use crate::error::{Error, Result};
 use crate::event::TypedEvent;
 
@@ -262,6 +263,32 @@ impl UpcastChain {
     /// The upcasters, as `(event, from, to)`.
     pub fn links(&self) -> impl Iterator<Item = (&str, &Version, &Version)> {
         self.links.iter().flat_map(|(name, l)| l.iter().map(move |(from, link)| (name.as_str(), from, &link.to)))
+    }
+}
+
+// Defined here, beside the chain it reads through, so that the envelope does not depend on
+// the schema module.
+impl Event {
+    /// Reads the payload as the typed event `T` (the name must match `T::NAME`). A payload
+    /// of an older schema version is upcast through the chain of `#[event(previous = ..)]`.
+    pub fn into_typed<T: TypedEvent>(self) -> Result<Envelope<T>> {
+        if self.event_type.as_str() != T::NAME {
+            return Err(Error::Validation {
+                event_type: self.event_type.to_string(),
+                message: format!("expected an event named `{}`", T::NAME),
+            });
+        }
+        let data: T = read_as(self.version.as_deref(), self.data)?;
+        Ok(Envelope {
+            id: self.id,
+            event_type: self.event_type,
+            source: self.source,
+            subject: self.subject,
+            timestamp: self.timestamp,
+            version: Some(std::borrow::Cow::Borrowed(T::VERSION)),
+            metadata: self.metadata,
+            data,
+        })
     }
 }
 

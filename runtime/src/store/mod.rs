@@ -113,6 +113,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// Reads one event by id.
     async fn get(&self, id: Uuid) -> Result<Option<StoredEvent>>;
 
+    /// Reads one event by id that must be there: a missing one is [`Error::NotFound`].
+    async fn find(&self, id: Uuid) -> Result<StoredEvent> {
+        self.get(id).await?.ok_or_else(|| Error::NotFound { what: format!("event `{id}`") })
+    }
+
     /// How many events match `query` (its limit, order and `after_position` aside).
     async fn count(&self, query: &EventQuery) -> Result<u64>;
 
@@ -173,7 +178,7 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
 
 /// An event flattened into the columns every store keeps: what stores write.
 #[derive(Clone, Debug)]
-pub struct EncodedEvent {
+pub(crate) struct EncodedEvent {
     /// Event id (UUID text).
     pub id: String,
     /// Event name.
@@ -198,7 +203,7 @@ pub struct EncodedEvent {
 
 impl EncodedEvent {
     /// Flattens an event; the payload is serialized once, straight to JSON text.
-    pub fn encode(event: &Envelope<dyn EventData>) -> Result<Self> {
+    pub(crate) fn encode(event: &Envelope<dyn EventData>) -> Result<Self> {
         let ser = |source| Error::Serialization { event_type: event.event_type.to_string(), source };
         let mut data = Vec::with_capacity(128);
         {
@@ -224,7 +229,7 @@ impl EncodedEvent {
 
 /// A stored row as every store reads it back.
 #[derive(Clone, Debug)]
-pub struct EncodedRow {
+pub(crate) struct EncodedRow {
     /// Global position.
     pub position: i64,
     /// Event id.
@@ -247,7 +252,7 @@ pub struct EncodedRow {
 
 impl EncodedRow {
     /// The row as a [`StoredEvent`]; `store` names the store in errors.
-    pub fn decode(self, store: &str) -> Result<StoredEvent> {
+    pub(crate) fn decode(self, store: &str) -> Result<StoredEvent> {
         let bad = |what: &str, e: &dyn std::fmt::Display| {
             Error::store(store, format!("stored event at position {} has an unreadable {what}: {e}", self.position))
         };
@@ -274,7 +279,7 @@ impl EncodedRow {
 }
 
 /// One page of a paged read.
-pub struct Page {
+pub(crate) struct Page {
     /// The matching events of the page, in order.
     pub events: Vec<StoredEvent>,
     /// Where the next page starts (`after_position`), or `None` when the read is done.
@@ -282,12 +287,12 @@ pub struct Page {
 }
 
 /// Rows per page of the paged reads of [`paged_stream`].
-pub const PAGE_SIZE: u64 = 1000;
+pub(crate) const PAGE_SIZE: u64 = 1000;
 
 /// A stream over `query` made of pages fetched by `fetch_page`, each asked for the
 /// query with its `after_position` moved past the previous page and at most `PAGE_SIZE`
 /// (or the remaining limit) events. Stores share it so that none holds a whole result.
-pub fn paged_stream<'a, F, Fut>(query: EventQuery, fetch_page: F) -> BoxStream<'a, Result<StoredEvent>>
+pub(crate) fn paged_stream<'a, F, Fut>(query: EventQuery, fetch_page: F) -> BoxStream<'a, Result<StoredEvent>>
 where
     F: Fn(EventQuery) -> Fut + Send + Sync + 'a,
     Fut: Future<Output = Result<Page>> + Send + 'a,

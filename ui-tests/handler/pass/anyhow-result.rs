@@ -13,7 +13,7 @@ async fn check_user_id(e: &UserCreated) -> anyhow::Result<()> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let bus = EventBus::builder().handlers(registered_handlers()).build().await.unwrap();
+    let bus = EventBus::builder().handlers(registered_handlers()).try_build().await.unwrap();
     assert!(bus.emit(UserCreated { user_id: "u1".into() }).await.is_ok());
     let err = bus.emit(UserCreated { user_id: String::new() }).await.unwrap_err();
     assert!(format!("{err:?}").contains("empty user id"), "{err:?}");

@@ -31,7 +31,7 @@ async fn check_with_io_error(e: &UserCreated) -> std::result::Result<(), std::io
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let bus = EventBus::builder().handlers(registered_handlers()).build().await.unwrap();
+    let bus = EventBus::builder().handlers(registered_handlers()).try_build().await.unwrap();
     assert!(bus.emit(UserCreated { user_id: "u1".into() }).await.is_ok());
     let err = bus.emit(UserCreated { user_id: String::new() }).await.unwrap_err();
     assert!(err.to_string().contains("empty user id"), "{err}");

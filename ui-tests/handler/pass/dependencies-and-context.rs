@@ -46,7 +46,7 @@ async fn main() {
         .dependency(Mailer::default())
         .dependency(Config { sender: "noreply" })
         .handlers(handlers)
-        .build()
+        .try_build()
         .await
         .unwrap();
     let receipt = bus.emit(UserCreated { user_id: "u1".into() }).await.unwrap();

@@ -15,7 +15,7 @@ async fn on_user_created(e: Envelope<UserCreated>) -> Result<(), HandlerError> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let bus = EventBus::builder().handlers(registered_handlers()).build().await.unwrap();
+    let bus = EventBus::builder().handlers(registered_handlers()).try_build().await.unwrap();
     let receipt = bus.emit(UserCreated { user_id: "u1".into() }).await.unwrap();
     assert_eq!(receipt.handlers_run, 1);
 }

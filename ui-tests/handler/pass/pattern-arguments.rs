@@ -25,7 +25,7 @@ async fn main() {
     let bus = EventBus::builder()
         .dependency(Mailer { from: "noreply" })
         .handlers(registered_handlers())
-        .build()
+        .try_build()
         .await
         .unwrap();
     let receipt = bus.emit(UserCreated { user_id: "u1".into() }).await.unwrap();

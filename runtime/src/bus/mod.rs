@@ -1,0 +1,417 @@
+//! The [`EventBus`]: registration of handlers, `emit` and its variants, shutdown.
+//!
+//! The emit pipeline itself (validation, middleware, inline handlers, store, hand-over to
+//! the async backend) is in `dispatch`; the builder in `builder`; dynamic-event
+//! validation in `validation`.
+
+mod builder;
+mod dispatch;
+mod validation;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use uuid::Uuid;
+
+pub use self::builder::{BatchConfig, EventBusBuilder};
+use self::dispatch::Phase;
+use self::validation::Validation;
+pub use self::validation::ValidationMode;
+use crate::backend::{AsyncBackend, WorkerPool};
+use crate::delivery::{DeliveryEnv, ShutdownReport};
+use crate::envelope::Envelope;
+use crate::error::{Error, Result};
+use crate::event::{EventData, TypedEvent};
+use crate::event_type::EventType;
+use crate::handler::{Dependencies, DynHandlerFn, EventHandler, Handler, HandlerOptions, TypedHandlerFn};
+use crate::middleware::EventMiddleware;
+use crate::route::RouteTable;
+use crate::schema::SchemaRegistry;
+use crate::store::EventStore;
+
+/// Anything `emit` accepts: a typed event, an `Envelope<T>`, or a dynamic [`crate::Event`].
+pub trait IntoEnvelope: Send + Sized + 'static {
+    /// The payload type.
+    type Data: EventData;
+
+    /// The event in its envelope.
+    fn into_envelope(self) -> Envelope<Self::Data>;
+}
+
+impl<T: TypedEvent> IntoEnvelope for T {
+    type Data = T;
+
+    fn into_envelope(self) -> Envelope<T> {
+        Envelope::of(self)
+    }
+}
+
+impl<T: EventData> IntoEnvelope for Envelope<T> {
+    type Data = T;
+
+    fn into_envelope(self) -> Envelope<T> {
+        self
+    }
+}
+
+/// What happened to an emitted event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EmitStatus {
+    /// Handlers ran (sync) or were handed to the backend (async).
+    Emitted,
+    /// A middleware dropped the event: no handler ran, nothing was stored.
+    Dropped {
+        /// The middleware.
+        middleware: String,
+        /// Its reason.
+        reason: String,
+    },
+}
+
+/// The outcome of one `emit`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EmitReceipt {
+    /// The event's id.
+    pub id: Uuid,
+    /// The event's type (after middleware).
+    pub event_type: EventType,
+    /// Emitted or dropped.
+    pub status: EmitStatus,
+    /// Handlers that ran inline, successfully.
+    pub handlers_run: usize,
+    /// Deliveries handed to the async backend.
+    pub async_deliveries: usize,
+    /// Position in the store, when the bus has one.
+    pub position: Option<u64>,
+}
+
+impl EmitReceipt {
+    fn emitted<T: ?Sized>(env: &Envelope<T>, handlers_run: usize) -> Self {
+        Self {
+            id: env.id,
+            event_type: env.event_type.clone(),
+            status: EmitStatus::Emitted,
+            handlers_run,
+            async_deliveries: 0,
+            position: None,
+        }
+    }
+
+    /// Whether a middleware dropped the event.
+    pub fn is_dropped(&self) -> bool {
+        matches!(self.status, EmitStatus::Dropped { .. })
+    }
+}
+
+/// Counters of a bus's async deliveries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BusStats {
+    /// Deliveries whose handler succeeded.
+    pub succeeded: u64,
+    /// Deliveries that failed every attempt.
+    pub failed: u64,
+    /// Retries made.
+    pub retried: u64,
+    /// Attempts that panicked (caught).
+    pub panicked: u64,
+}
+
+struct BusInner {
+    /// The handlers, swapped whole at each change: an emit reads one table throughout.
+    routes: ArcSwap<RouteTable>,
+    /// Serializes changes of the handlers.
+    register_lock: std::sync::Mutex<()>,
+    middleware: Vec<Arc<dyn EventMiddleware>>,
+    store: Option<Arc<dyn EventStore>>,
+    backend: Arc<dyn AsyncBackend>,
+    delivery_env: Arc<DeliveryEnv>,
+    source: Option<std::borrow::Cow<'static, str>>,
+    max_handlers_per_event: usize,
+    batch: BatchConfig,
+    validation: Validation,
+    registry: Arc<SchemaRegistry>,
+    closed: AtomicBool,
+    /// Why the bus could not be built as configured: every emit and registration fails
+    /// with it (see [`EventBusBuilder::build`]).
+    broken: Option<String>,
+}
+
+/// The event bus: middleware, then sync handlers inline, then the store, then async
+/// handlers on the backend.
+///
+/// Cheap to clone (an `Arc`); every clone is the same bus. Dropping the last clone stops
+/// its worker pool once the pool has run what is queued; call [`EventBus::shutdown`] to
+/// wait for that within a deadline.
+///
+/// # Order of work in `emit`
+///
+/// 1. A dynamic event whose name belongs to a `#[derive(Event)]` type must read as that
+///    type ([`Error::Validation`] otherwise); see [`EventBusBuilder::validate_built_in_events`]
+///    for the built-in authentication events.
+/// 2. Middleware, in the order added. One may change the event, drop it
+///    ([`EmitStatus::Dropped`]) or reject it (its error).
+/// 3. Sync handlers, inline, by priority (higher first) then registration order. The first
+///    error stops the emit and is returned ([`Error::Handler`]): a "before" hook vetoes.
+/// 4. The store, if any: `emit` returns only once the event is stored.
+/// 5. Async handlers: handed to the async backend, all or none; their failures are retried
+///    and reported to the failure hook, never to the emitter.
+#[derive(Clone)]
+pub struct EventBus {
+    inner: Arc<BusInner>,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("handlers", &self.inner.routes.load().handlers.len())
+            .field("middleware", &self.inner.middleware.len())
+            .field("store", &self.inner.store.as_ref().map(|s| s.name().to_owned()))
+            .field("backend", &self.inner.backend.name())
+            .finish()
+    }
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventBus {
+    /// A bus with no handlers, no store and the default worker pool (10 workers, queue
+    /// of 1000). Register handlers with [`EventBus::on`] and [`EventBus::subscribe`].
+    pub fn new() -> Self {
+        Self::with_backend(WorkerPool::default())
+    }
+
+    /// A bus whose async handlers go to `backend` (the seed's `NewEventBusWithBackend`).
+    ///
+    /// Like [`EventBusBuilder::build`], it does not fail: if the schemas of the program's
+    /// derived events conflict, every emit reports the conflict.
+    pub fn with_backend(backend: impl AsyncBackend) -> Self {
+        Self::builder().backend(backend).build()
+    }
+
+    /// A builder for a configured bus.
+    pub fn builder() -> EventBusBuilder {
+        EventBusBuilder::default()
+    }
+
+    /// The async backend's name.
+    pub fn backend_name(&self) -> &str {
+        self.inner.backend.name()
+    }
+
+    /// Every handler registered, in registration order.
+    pub fn handlers(&self) -> Vec<Handler> {
+        self.inner.routes.load().handlers.clone()
+    }
+
+    /// The dependency of type `T` registered with [`EventBusBuilder::dependency`].
+    pub fn dependency<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.inner.delivery_env.deps.get::<T>()
+    }
+
+    /// Counters of async deliveries.
+    pub fn stats(&self) -> BusStats {
+        let s = &self.inner.delivery_env.stats;
+        BusStats {
+            succeeded: s.succeeded.get(),
+            failed: s.failed.load(Ordering::Relaxed),
+            retried: s.retried.load(Ordering::Relaxed),
+            panicked: s.panicked.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Registers a handler. Fails on a duplicate name, a missing dependency, or more than
+    /// `max_handlers_per_event` handlers for one event.
+    pub fn register(&self, handler: Handler) -> Result<()> {
+        self.check_usable()?;
+        let _guard = self.inner.register_lock.lock().map_err(|_| Error::Config("handler registry poisoned".into()))?;
+        let mut handlers = self.inner.routes.load().handlers.clone();
+        check_new_handler(&handlers, &handler, &self.inner.delivery_env.deps, self.inner.max_handlers_per_event)?;
+        handlers.push(handler);
+        self.inner.routes.store(Arc::new(RouteTable::new(handlers, &self.inner.delivery_env)));
+        Ok(())
+    }
+
+    /// Removes the handler named `name`; returns whether there was one. Emits that start
+    /// after this returns do not run it, and the bus no longer holds it: it is dropped once
+    /// the emits and deliveries already running with it are done.
+    pub fn unregister(&self, name: &str) -> bool {
+        let Ok(_guard) = self.inner.register_lock.lock() else { return false };
+        let current = self.inner.routes.load_full();
+        let handlers: Vec<Handler> = current.handlers.iter().filter(|h| h.name() != name).cloned().collect();
+        let removed = handlers.len() != current.handlers.len();
+        if removed {
+            self.inner.routes.store(Arc::new(RouteTable::new(handlers, &self.inner.delivery_env)));
+        }
+        removed
+    }
+
+    /// Registers a sync handler of the events named `event_type`, as in the seed:
+    ///
+    /// ```
+    /// # use better_auth_events_runtime::{EventBus, Event};
+    /// # async fn run() -> Result<(), better_auth_events_runtime::Error> {
+    /// let bus = EventBus::new();
+    /// bus.on("user.created", async |event: &Event| {
+    ///     println!("User created: {:?}", event.data);
+    ///     Ok(())
+    /// }).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Rust needs `async |event: &Event| { .. }` where the seed writes
+    /// `|event: &Event| async { .. }`: a closure that returns an `async` block cannot
+    /// borrow its argument.
+    pub async fn on<F: for<'a> DynHandlerFn<'a>>(&self, event_type: impl Into<EventType>, f: F) -> Result<()> {
+        self.register(Handler::dynamic(event_type, HandlerOptions::new(), f))
+    }
+
+    /// [`EventBus::on`] with options (name, async mode, priority, timeout, retry).
+    pub async fn on_with<F: for<'a> DynHandlerFn<'a>>(
+        &self,
+        event_type: impl Into<EventType>,
+        options: HandlerOptions,
+        f: F,
+    ) -> Result<()> {
+        self.register(Handler::dynamic(event_type, options, f))
+    }
+
+    /// Registers a sync [`EventHandler`] (a handler written as a type) of the events named
+    /// `event_type`.
+    pub async fn on_handler(&self, event_type: impl Into<EventType>, handler: impl EventHandler) -> Result<()> {
+        self.register(Handler::from_event_handler(event_type, HandlerOptions::new(), handler))
+    }
+
+    /// Registers a sync handler of the typed event `T`:
+    /// `bus.subscribe(async |e: &Envelope<UserCreated>| { .. })`.
+    pub async fn subscribe<T: TypedEvent, F: for<'a> TypedHandlerFn<'a, T>>(&self, f: F) -> Result<()> {
+        self.register(Handler::typed::<T, F>(HandlerOptions::new(), f))
+    }
+
+    /// [`EventBus::subscribe`] with options.
+    pub async fn subscribe_with<T: TypedEvent, F: for<'a> TypedHandlerFn<'a, T>>(
+        &self,
+        options: HandlerOptions,
+        f: F,
+    ) -> Result<()> {
+        self.register(Handler::typed::<T, F>(options, f))
+    }
+
+    /// Emits an event: a typed event, an `Envelope<T>` or a dynamic [`crate::Event`].
+    /// See the type's documentation for the order of work.
+    ///
+    /// The work happens when the returned future is awaited. A typed event gets its
+    /// envelope (id, time) then; an envelope keeps the id and time it was made with.
+    pub async fn emit<E: IntoEnvelope>(&self, event: E) -> Result<EmitReceipt> {
+        self.dispatch(event.into_envelope(), Phase::Emit).await
+    }
+
+    /// Emits an event running every handler inline, async ones included, and returns the
+    /// first error of any (seed 002's `EmitSync`).
+    pub async fn emit_sync<E: IntoEnvelope>(&self, event: E) -> Result<EmitReceipt> {
+        self.dispatch(event.into_envelope(), Phase::AllInline).await
+    }
+
+    /// Emits several events of one type. Each goes through validation, middleware and
+    /// sync handlers in turn; the first error stops the batch before anything is stored.
+    /// The survivors are then appended to the store in transactions of at most
+    /// `batch_size` events (one by one when batching is off), then their async
+    /// deliveries are handed to the backend.
+    pub async fn emit_batch<E: IntoEnvelope>(&self, events: impl IntoIterator<Item = E>) -> Result<Vec<EmitReceipt>> {
+        let mut receipts = Vec::new();
+        // The events past their inline handlers, each with its async route and its receipt.
+        let mut kept = Vec::new();
+        for event in events {
+            let mut env = event.into_envelope();
+            if let Some(dropped) = self.admit(&mut env).await? {
+                receipts.push(dropped);
+                continue;
+            }
+            let inline = self.run_inline(&env, Phase::Emit).await?;
+            receipts.push(EmitReceipt::emitted(&env, inline.handlers_run));
+            kept.push((env, inline.async_route, receipts.len() - 1));
+        }
+        if let Some(store) = &self.inner.store {
+            let chunk = if self.inner.batch.enabled { self.inner.batch.batch_size.max(1) } else { 1 };
+            for group in kept.chunks(chunk) {
+                let refs: Vec<&Envelope<dyn EventData>> =
+                    group.iter().map(|(env, _, _)| env as &Envelope<dyn EventData>).collect();
+                let outcomes = store.append_batch(&refs).await?;
+                for ((_, _, index), outcome) in group.iter().zip(outcomes) {
+                    receipts[*index].position = Some(outcome.position());
+                }
+            }
+        }
+        for (env, route, index) in kept {
+            if let Some(route) = route {
+                receipts[index].async_deliveries = self.hand_over(env, route).await?;
+            }
+        }
+        Ok(receipts)
+    }
+
+    /// Stops the bus: later emits fail with [`Error::Closed`]; async deliveries in flight
+    /// get until `deadline` to finish; the report lists those that did not.
+    pub async fn shutdown(&self, deadline: Duration) -> Result<ShutdownReport> {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.backend.close(deadline).await
+    }
+
+    /// Whether [`EventBus::shutdown`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// The error of a bus that cannot take events: shut down, or built from a configuration
+    /// that failed its checks.
+    fn check_usable(&self) -> Result<()> {
+        if let Some(reason) = &self.inner.broken {
+            return Err(Error::Config(format!(
+                "this bus could not be built ({reason}); fix the configuration, or use `try_build().await?` to get this error at start-up"
+            )));
+        }
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+}
+
+/// Checks a handler against those already registered and the bus's dependencies.
+fn check_new_handler(existing: &[Handler], new: &Handler, deps: &Dependencies, max: usize) -> Result<()> {
+    if let Some(dup) = existing.iter().find(|h| h.name() == new.name()) {
+        let at = |h: &Handler| h.location().map(|l| format!(" (defined at {l})")).unwrap_or_default();
+        return Err(Error::Config(format!(
+            "handler `{}`{} is registered twice{}; give one of them another name with `#[handler(name = \"..\")]` or `HandlerOptions::name`",
+            new.name(),
+            at(new),
+            if dup.location().is_some() { format!(", first{}", at(dup)) } else { String::new() },
+        )));
+    }
+    for req in new.requirements() {
+        if !deps.contains(req.type_id) {
+            return Err(Error::Config(format!(
+                "handler `{}` takes `Dep<{}>` but no `{}` is registered; add `.dependency(..)` with one to the builder",
+                new.name(),
+                req.type_name,
+                req.type_name
+            )));
+        }
+    }
+    let same_event = existing.iter().filter(|h| h.event_name() == new.event_name()).count();
+    if same_event >= max {
+        return Err(Error::Config(format!(
+            "event `{}` already has {same_event} handlers, the most `max_handlers_per_event` allows; raise the limit or merge handlers",
+            new.event_name()
+        )));
+    }
+    Ok(())
+}

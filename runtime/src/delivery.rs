@@ -1,0 +1,302 @@
+//! Async deliveries: one event for one async handler ([`Delivery`]), how it runs to
+//! completion with its retry policy, what a final failure and a shutdown report say, and
+//! the counters of the async path.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use crossbeam_utils::CachePadded;
+use uuid::Uuid;
+
+use crate::envelope::{Envelope, SharedEvent};
+use crate::error::{HandlerError, Result};
+use crate::event::EventData;
+use crate::event_type::EventType;
+use crate::handler::{Dependencies, Handler, HandlerContext, HandlerMode, RetryPolicy};
+
+/// The hook called for every async delivery that failed its last attempt.
+pub(crate) type FailureHook = Arc<dyn Fn(&DeliveryFailure) + Send + Sync>;
+
+/// What the bus hands every delivery: dependencies, retries, where failures go.
+pub(crate) struct DeliveryEnv {
+    pub(crate) deps: Arc<Dependencies>,
+    pub(crate) default_retry: RetryPolicy,
+    pub(crate) on_failure: Option<FailureHook>,
+    pub(crate) track_cause: bool,
+    pub(crate) stats: Arc<Stats>,
+}
+
+/// Counters of the async path, read with [`crate::EventBus::stats`].
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    /// Bumped by every successful delivery, from every worker thread at once: sharded.
+    pub(crate) succeeded: ShardedCounter,
+    pub(crate) failed: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) panicked: AtomicU64,
+}
+
+/// Shards of a [`ShardedCounter`]; more than the threads that usually bump one at once.
+const SHARDS: usize = 16;
+
+/// A counter bumped from many threads at once: each thread adds to its own cache line, a
+/// read sums them. One shared atomic would move its cache line between the worker threads
+/// on every delivery.
+#[derive(Debug, Default)]
+pub(crate) struct ShardedCounter {
+    shards: [CachePadded<AtomicU64>; SHARDS],
+}
+
+impl ShardedCounter {
+    /// Adds `n`.
+    pub(crate) fn add(&self, n: u64) {
+        self.shards[shard_of_this_thread()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The total so far.
+    pub(crate) fn get(&self) -> u64 {
+        self.shards.iter().map(|s| s.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// This thread's shard: threads take shards in turn as they first bump a counter.
+fn shard_of_this_thread() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
+
+/// One event to be handled by one async handler.
+///
+/// A backend either runs it in process ([`Delivery::run_to_completion`], what the
+/// [`crate::WorkerPool`] does) or ships [`Delivery::cloudevent_json`] to a broker whose consumer runs the handler
+/// named [`Delivery::handler_name`].
+#[derive(Clone)]
+pub struct Delivery {
+    pub(crate) event: Arc<SharedEvent>,
+    /// The handler and what the bus gives it.
+    pub(crate) target: Arc<DeliveryTarget>,
+}
+
+/// The handler of a delivery and what the bus gives it, shared by every delivery to that
+/// handler (made when the bus's handlers change, not per emit, and kept in the route table).
+pub(crate) struct DeliveryTarget {
+    pub(crate) handler: Handler,
+    pub(crate) env: Arc<DeliveryEnv>,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("event_id", &self.event.env.id)
+            .field("event_type", &self.event.env.event_type)
+            .field("handler", &self.target.handler.name())
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// The event's id.
+    pub fn event_id(&self) -> Uuid {
+        self.event.env.id
+    }
+
+    /// The event's type.
+    pub fn event_type(&self) -> &EventType {
+        &self.event.env.event_type
+    }
+
+    /// The event, as middleware and handlers see it.
+    pub fn envelope(&self) -> &Envelope<dyn EventData> {
+        &self.event.env
+    }
+
+    /// The handler this delivery is for.
+    pub fn handler_name(&self) -> &str {
+        self.target.handler.name()
+    }
+
+    /// The handler this delivery is for.
+    pub fn handler(&self) -> &Handler {
+        &self.target.handler
+    }
+
+    /// The stable delivery id (UUIDv5 of event id and handler name).
+    pub fn delivery_id(&self) -> Uuid {
+        self.event.env.delivery_id(self.target.handler.name())
+    }
+
+    /// The event as a CloudEvents 1.0 structured JSON document. Serialized once per emit
+    /// and shared by every delivery of that emit.
+    pub fn cloudevent_json(&self) -> Result<Arc<[u8]>> {
+        self.event.cloudevent()
+    }
+
+    /// Runs one attempt of the handler: with its timeout, a panic caught and reported as
+    /// [`HandlerError::Panicked`].
+    pub async fn execute(&self, attempt: u32) -> std::result::Result<(), HandlerError> {
+        let env = &self.event.env;
+        let mut ctx =
+            HandlerContext::new(env.id, self.target.handler.inner.name.clone(), Arc::clone(&self.target.env.deps));
+        ctx.attempt = attempt;
+        ctx.mode = HandlerMode::Async;
+        ctx.replay = env.metadata.replay;
+        let run = self.target.handler.invoke(env, &ctx);
+        if self.target.env.track_cause { crate::cause::with_cause(env, run).await } else { run.await }
+    }
+
+    /// Runs the handler with its retry policy (the handler's own, else the bus default) and
+    /// reports a final failure to the bus's failure hook and to `tracing`.
+    pub async fn run_to_completion(&self) -> std::result::Result<(), HandlerError> {
+        // Retry state is made on the first failure: a delivery that succeeds pays nothing.
+        let mut delays: Option<Box<dyn Iterator<Item = Duration> + Send>> = None;
+        let mut first_failure = None;
+        let mut attempt = 1;
+        loop {
+            match self.execute(attempt).await {
+                Ok(()) => {
+                    self.target.env.stats.succeeded.add(1);
+                    return Ok(());
+                }
+                Err(error) => {
+                    if matches!(error, HandlerError::Panicked(_)) {
+                        self.target.env.stats.panicked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let first_failure = *first_failure.get_or_insert_with(Utc::now);
+                    let delays = delays.get_or_insert_with(|| {
+                        self.target.handler.retry_policy().unwrap_or(&self.target.env.default_retry).delays()
+                    });
+                    let next = if error.is_retryable() { delays.next() } else { None };
+                    match next {
+                        Some(delay) => {
+                            self.target.env.stats.retried.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                target: "better_auth_events",
+                                event_id = %self.event_id(),
+                                handler = %self.handler_name(),
+                                attempt,
+                                ?delay,
+                                "async handler failed, retrying: {error}"
+                            );
+                            tokio::time::sleep(delay).await;
+                            attempt += 1;
+                        }
+                        None => {
+                            self.target.env.stats.failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(
+                                target: "better_auth_events",
+                                event_id = %self.event_id(),
+                                event_type = %self.event_type(),
+                                handler = %self.handler_name(),
+                                attempts = attempt,
+                                "async handler failed for good: {error}"
+                            );
+                            if let Some(hook) = &self.target.env.on_failure {
+                                hook(&DeliveryFailure {
+                                    event_id: self.event_id(),
+                                    event_type: self.event_type().clone(),
+                                    handler: self.target.handler.inner.name.clone(),
+                                    attempts: attempt,
+                                    first_failure,
+                                    last_failure: Utc::now(),
+                                    error: &error,
+                                    event: self.envelope(),
+                                });
+                            }
+                            return Err(error);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The delivery as a shutdown report lists it.
+    pub(crate) fn describe(&self) -> UnfinishedDelivery {
+        UnfinishedDelivery {
+            event_id: self.event_id(),
+            event_type: self.event_type().clone(),
+            handler: self.target.handler.inner.name.clone(),
+        }
+    }
+}
+
+/// An async delivery that failed every attempt, as the failure hook sees it (the seam the
+/// dead-letter queue plugs into).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct DeliveryFailure<'a> {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// The event's type.
+    pub event_type: EventType,
+    /// The handler that failed.
+    pub handler: Cow<'static, str>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the first attempt failed.
+    pub first_failure: DateTime<Utc>,
+    /// When the last attempt failed.
+    pub last_failure: DateTime<Utc>,
+    /// The last error.
+    pub error: &'a HandlerError,
+    /// The event.
+    pub event: &'a Envelope<dyn EventData>,
+}
+
+/// A delivery a shutdown could not finish before its deadline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnfinishedDelivery {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// The event's type.
+    pub event_type: EventType,
+    /// The handler it was for.
+    pub handler: Cow<'static, str>,
+}
+
+/// What a shutdown finished and what it could not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Deliveries that ran to completion (success or final failure) during the drain.
+    pub drained: u64,
+    /// Deliveries still queued or running when the deadline passed.
+    pub unfinished: Vec<UnfinishedDelivery>,
+}
+
+impl ShutdownReport {
+    /// Whether everything in flight finished.
+    pub fn is_complete(&self) -> bool {
+        self.unfinished.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sharded_counter_sums_what_every_thread_added() {
+        let counter = ShardedCounter::default();
+        // More threads than shards, so some threads share a shard.
+        std::thread::scope(|s| {
+            for t in 0..(SHARDS as u64 + 3) {
+                let counter = &counter;
+                s.spawn(move || {
+                    for _ in 0..1000 {
+                        counter.add(1);
+                    }
+                    counter.add(t);
+                });
+            }
+        });
+        let threads = SHARDS as u64 + 3;
+        assert_eq!(counter.get(), threads * 1000 + threads * (threads - 1) / 2);
+    }
+}
