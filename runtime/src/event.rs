@@ -81,25 +81,9 @@ pub trait EventData: Any + Send + Sync {
     fn is_dynamic(&self) -> bool {
         false
     }
-
-    /// The event type of every envelope `Envelope::of` makes for this payload type
-    /// (`None` for dynamic payloads), so that an emit can find its handlers by the
-    /// payload's type rather than by hashing its name.
-    #[doc(hidden)]
-    fn static_event_type() -> Option<crate::EventType>
-    where
-        Self: Sized,
-    {
-        None
-    }
 }
 
 impl<T: TypedEvent> EventData for T {
-    #[inline]
-    fn static_event_type() -> Option<crate::EventType> {
-        Some(T::EVENT_TYPE)
-    }
-
     fn to_json(&self) -> Result<Value, serde_json::Error> {
         serde_json::to_value(self)
     }

@@ -132,18 +132,6 @@ impl EventType {
     fn lookup(name: &str) -> Option<Self> {
         BUILT_IN.iter().find(|(n, _)| *n == name).map(|(_, t)| t.clone())
     }
-
-    /// Whether `self` is `other` by identity: the same built-in type, or a custom name at
-    /// the same address. Cheaper than `==`, and never true for different types; false
-    /// for equal names at different addresses.
-    #[inline]
-    pub(crate) fn is_identical(&self, other: &EventType) -> bool {
-        match (self, other) {
-            (EventType::Custom(a), EventType::Custom(b)) => std::ptr::eq(a.as_ref(), b.as_ref()),
-            (EventType::Custom(_), _) | (_, EventType::Custom(_)) => false,
-            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
-        }
-    }
 }
 
 // Equality, order and hash go by name, so `Custom("user.created")` equals `UserCreated`.

@@ -14,6 +14,8 @@ use crate::handler::{Handler, HandlerMode};
 /// The handlers of one event name.
 #[derive(Default)]
 pub(crate) struct Route {
+    /// The event name.
+    name: Box<str>,
     /// Sync handlers in run order: priority (high first), then registration order.
     pub(crate) sync: Vec<Handler>,
     /// Async handlers in the same order, each with what the bus gives its deliveries.
@@ -44,7 +46,9 @@ impl RouteTable {
     pub(crate) fn new(handlers: Vec<Handler>, env: &Arc<DeliveryEnv>) -> Self {
         let mut grouped: FxHashMap<Box<str>, Route> = FxHashMap::default();
         for h in &handlers {
-            let route = grouped.entry(h.event_name().into()).or_default();
+            let route = grouped
+                .entry(h.event_name().into())
+                .or_insert_with(|| Route { name: h.event_name().into(), ..Route::default() });
             match h.mode() {
                 HandlerMode::Sync => route.sync.push(h.clone()),
                 HandlerMode::Async => {
@@ -67,17 +71,15 @@ impl RouteTable {
         Self { handlers, routes, by_type }
     }
 
-    /// The route of an event of payload type `T` named `event_type`. A typed event whose
-    /// type is the very one its payload type gives is found by its payload type, without
-    /// hashing its name.
+    /// The route of an event of payload type `T` named `event_type`. A typed event that
+    /// carries its payload type's own name is found by its payload type, without hashing
+    /// the name; any other (a renamed typed event, a dynamic one) by its name.
     pub(crate) fn route<T: EventData>(&self, event_type: &EventType) -> Option<&Arc<Route>> {
-        if let Some(own) = T::static_event_type()
-            && event_type.is_identical(&own)
-            && let Some(route) = self.by_type.get(&TypeId::of::<T>())
-        {
-            return Some(route);
+        let name = event_type.as_str();
+        match self.by_type.get(&TypeId::of::<T>()) {
+            Some(route) if *route.name == *name => Some(route),
+            _ => self.by_name(name),
         }
-        self.by_name(event_type.as_str())
     }
 
     /// The route of the events named `name`.

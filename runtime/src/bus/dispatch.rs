@@ -1,18 +1,19 @@
-//! The emit pipeline, one step per function: [`EventBus::admit`] (bus state, source,
-//! validation, middleware), [`EventBus::run_inline`] (sync handlers),
-//! [`EventBus::append`] (the store) and [`EventBus::hand_over`] (async deliveries).
-//! `emit`, `emit_sync` and `emit_batch` are these steps in order.
+//! The emit pipeline, one step per function: [`EventBus::prepare`] (bus state, source,
+//! validation), [`EventBus::run_middleware`], [`EventBus::run_inline`] (sync handlers), the
+//! store's append, and [`EventBus::hand_over`] (async deliveries). `emit`, `emit_sync`
+//! and `emit_batch` are these steps in order.
 
 use std::any::TypeId;
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
 
 use super::validation::validate_dynamic;
-use super::{EmitReceipt, EmitStatus, EventBus};
+use super::{EmitReceipt, EmitStatus, EventBus, IntoEnvelope};
 use crate::envelope::{DEFAULT_SOURCE, Envelope, Event, SharedEvent};
 use crate::error::{Error, HandlerError, Result};
 use crate::event::EventData;
-use crate::handler::{Handler, HandlerContext, HandlerMode};
+use crate::handler::{Handler, HandlerContext, HandlerMode, caught};
 use crate::middleware::Flow;
 use crate::route::Route;
 
@@ -25,33 +26,38 @@ pub(super) enum Phase {
     AllInline,
 }
 
-/// What the inline part of an emit leaves to do.
-pub(super) struct Inline {
-    /// Inline handlers that succeeded.
-    pub(super) handlers_run: usize,
-    /// The route whose async handlers get a delivery, if the event has any.
-    pub(super) async_route: Option<Arc<Route>>,
-}
-
 impl EventBus {
-    /// One emit: every step in order.
-    pub(super) async fn dispatch<T: EventData>(&self, mut env: Envelope<T>, phase: Phase) -> Result<EmitReceipt> {
-        if let Some(dropped) = self.admit(&mut env).await? {
+    /// One emit: every step in order. The route table is held, without a reference count,
+    /// until the inline handlers have run; only a route with async handlers is cloned out.
+    pub(super) async fn dispatch<E: IntoEnvelope>(&self, event: E, phase: Phase) -> Result<EmitReceipt> {
+        let mut env = event.into_envelope();
+        self.prepare(&mut env)?;
+        if !self.inner.middleware.is_empty()
+            && let Some(dropped) = self.run_middleware(&mut env).await?
+        {
             return Ok(dropped);
         }
-        let inline = self.run_inline(&env, phase).await?;
-        let mut receipt = EmitReceipt::emitted(&env, inline.handlers_run);
-        receipt.position = self.append(&env).await?;
-        if let Some(route) = inline.async_route {
+        let routes = self.inner.routes.load();
+        let route = routes.route::<E::Data>(&env.event_type);
+        let handlers_run = match route {
+            Some(route) => self.run_inline(&env, route, phase).await?,
+            None => 0,
+        };
+        let async_route = route.filter(|r| phase == Phase::Emit && !r.asynchronous.is_empty()).cloned();
+        drop(routes);
+        let mut receipt = EmitReceipt::emitted(&env, handlers_run);
+        if let Some(store) = &self.inner.store {
+            receipt.position = Some(store.append(&env).await?.position());
+        }
+        if let Some(route) = async_route {
             receipt.async_deliveries = self.hand_over(env, route).await?;
         }
         Ok(receipt)
     }
 
-    /// Lets an event in, or not: the bus must be usable, the event gets the bus's source
-    /// if it has none, a dynamic event is validated, then the middleware run in order.
-    /// Returns the receipt of an event a middleware dropped.
-    pub(super) async fn admit(&self, env: &mut Envelope<dyn EventData>) -> Result<Option<EmitReceipt>> {
+    /// What every event gets before the middleware: the bus must be usable, the event
+    /// gets the bus's source if it has none, and a dynamic event is validated.
+    pub(super) fn prepare(&self, env: &mut Envelope<dyn EventData>) -> Result<()> {
         self.check_usable()?;
         let inner = &*self.inner;
         if let Some(source) = &inner.source
@@ -62,7 +68,12 @@ impl EventBus {
         if let Some(dynamic) = env.downcast_mut::<serde_json::Value>() {
             validate_dynamic(&inner.registry, inner.validation, dynamic)?;
         }
-        for mw in &inner.middleware {
+        Ok(())
+    }
+
+    /// Runs the middleware in order; returns the receipt of an event one of them dropped.
+    pub(super) async fn run_middleware(&self, env: &mut Envelope<dyn EventData>) -> Result<Option<EmitReceipt>> {
+        for mw in &self.inner.middleware {
             if let Flow::Drop(reason) = mw.process_envelope(env).await? {
                 tracing::debug!(target: "better_auth_events", event_id = %env.id, middleware = mw.name(), %reason, "event dropped");
                 return Ok(Some(EmitReceipt {
@@ -74,29 +85,27 @@ impl EventBus {
         Ok(None)
     }
 
-    /// Runs the event's inline handlers: its sync handlers, and in [`Phase::AllInline`] its
-    /// async ones too. The first error stops the emit ([`Error::Handler`]).
-    pub(super) async fn run_inline<T: EventData>(&self, env: &Envelope<T>, phase: Phase) -> Result<Inline> {
-        let route = self.inner.routes.load().route::<T>(&env.event_type).cloned();
-        let Some(route) = route else {
-            return Ok(Inline { handlers_run: 0, async_route: None });
-        };
+    /// Runs the inline handlers of `route` on `env`: its sync handlers, and in
+    /// [`Phase::AllInline`] its async ones too. The first error stops the emit
+    /// ([`Error::Handler`]). Returns how many ran.
+    pub(super) fn run_inline<'a>(
+        &'a self,
+        env: &'a Envelope<dyn EventData>,
+        route: &'a Route,
+        phase: Phase,
+    ) -> impl Future<Output = Result<usize>> + Send + 'a {
         let inline_async = match phase {
             Phase::Emit => 0,
             Phase::AllInline => route.asynchronous.len(),
         };
         let handlers = route.sync.iter().chain(route.async_handlers().take(inline_async));
-        let handlers_run = self
-            .run_handlers(env, handlers, |h, result| {
-                result.map_err(|source| Error::Handler {
-                    handler: h.inner.name.clone(),
-                    event_type: env.event_type.to_string(),
-                    source,
-                })
+        self.run_handlers(env, handlers, move |h, result| {
+            result.map_err(|source| Error::Handler {
+                handler: h.inner.name.clone(),
+                event_type: env.event_type.to_string(),
+                source,
             })
-            .await?;
-        let async_route = (phase == Phase::Emit && !route.asynchronous.is_empty()).then_some(route);
-        Ok(Inline { handlers_run, async_route })
+        })
     }
 
     /// Runs `handlers` inline on `env`, in order, converting the payload for handlers that
@@ -126,16 +135,23 @@ impl EventBus {
             }
             ctx.handler.clone_from(&h.inner.name);
             ctx.mode = h.mode();
-            let result = match conversions.for_handler(h, env, payload) {
-                Ok(converted) => {
-                    let env = converted.as_ref().map_or(env, |c| &c.env);
-                    if delivery_env.track_cause {
-                        crate::cause::with_cause(env, h.invoke(env, &ctx)).await
-                    } else {
-                        h.invoke(env, &ctx).await
+            // The usual call: the handler takes this payload as it is, with no timeout and
+            // no cause to record; its future is polled right here.
+            let plain = h.payload_type() == payload && h.timeout().is_none() && !delivery_env.track_cause;
+            let result = if plain {
+                caught(h.call_caught(env, &ctx).await)
+            } else {
+                match conversions.for_handler(h, env, payload) {
+                    Ok(converted) => {
+                        let env = converted.as_ref().map_or(env, |c| &c.env);
+                        if delivery_env.track_cause {
+                            crate::cause::with_cause(env, h.invoke(env, &ctx)).await
+                        } else {
+                            h.invoke(env, &ctx).await
+                        }
                     }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
             };
             let ok = result.is_ok();
             on_result(h, result)?;
@@ -149,14 +165,6 @@ impl EventBus {
     /// The handlers registered for the events named `name`.
     pub(crate) fn route_for(&self, name: &str) -> Option<Arc<Route>> {
         self.inner.routes.load().by_name(name).cloned()
-    }
-
-    /// Appends the event to the store, if the bus has one; returns its position.
-    pub(super) async fn append(&self, env: &Envelope<dyn EventData>) -> Result<Option<u64>> {
-        match &self.inner.store {
-            Some(store) => Ok(Some(store.append(env).await?.position())),
-            None => Ok(None),
-        }
     }
 
     /// Hands the event to the async backend: one delivery per async handler of `route`,

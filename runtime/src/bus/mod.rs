@@ -8,6 +8,7 @@ mod builder;
 mod dispatch;
 mod validation;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -310,14 +311,14 @@ impl EventBus {
     ///
     /// The work happens when the returned future is awaited. A typed event gets its
     /// envelope (id, time) then; an envelope keeps the id and time it was made with.
-    pub async fn emit<E: IntoEnvelope>(&self, event: E) -> Result<EmitReceipt> {
-        self.dispatch(event.into_envelope(), Phase::Emit).await
+    pub fn emit<E: IntoEnvelope>(&self, event: E) -> impl Future<Output = Result<EmitReceipt>> + Send + '_ {
+        self.dispatch(event, Phase::Emit)
     }
 
     /// Emits an event running every handler inline, async ones included, and returns the
     /// first error of any (seed 002's `EmitSync`).
-    pub async fn emit_sync<E: IntoEnvelope>(&self, event: E) -> Result<EmitReceipt> {
-        self.dispatch(event.into_envelope(), Phase::AllInline).await
+    pub fn emit_sync<E: IntoEnvelope>(&self, event: E) -> impl Future<Output = Result<EmitReceipt>> + Send + '_ {
+        self.dispatch(event, Phase::AllInline)
     }
 
     /// Emits several events of one type. Each goes through validation, middleware and
@@ -331,13 +332,19 @@ impl EventBus {
         let mut kept = Vec::new();
         for event in events {
             let mut env = event.into_envelope();
-            if let Some(dropped) = self.admit(&mut env).await? {
+            self.prepare(&mut env)?;
+            if let Some(dropped) = self.run_middleware(&mut env).await? {
                 receipts.push(dropped);
                 continue;
             }
-            let inline = self.run_inline(&env, Phase::Emit).await?;
-            receipts.push(EmitReceipt::emitted(&env, inline.handlers_run));
-            kept.push((env, inline.async_route, receipts.len() - 1));
+            let route = self.inner.routes.load().route::<E::Data>(&env.event_type).cloned();
+            let handlers_run = match &route {
+                Some(route) => self.run_inline(&env, route, Phase::Emit).await?,
+                None => 0,
+            };
+            receipts.push(EmitReceipt::emitted(&env, handlers_run));
+            let async_route = route.filter(|r| !r.asynchronous.is_empty());
+            kept.push((env, async_route, receipts.len() - 1));
         }
         if let Some(store) = &self.inner.store {
             let chunk = if self.inner.batch.enabled { self.inner.batch.batch_size.max(1) } else { 1 };

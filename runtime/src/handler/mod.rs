@@ -188,14 +188,30 @@ impl Handler {
 
     /// Runs the handler once, as the bus would: with its timeout, catching a panic.
     pub async fn invoke(&self, env: &Envelope<dyn EventData>, ctx: &HandlerContext) -> Result<(), HandlerError> {
-        use futures::FutureExt;
-        let call = std::panic::AssertUnwindSafe(self.inner.call.call(env, ctx)).catch_unwind();
+        let call = self.call_caught(env, ctx);
         let outcome = match self.inner.timeout {
             Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| HandlerError::Timeout(limit))?,
             None => call.await,
         };
-        outcome.unwrap_or_else(|panic| Err(HandlerError::Panicked(panic_message(panic.as_ref()))))
+        caught(outcome)
     }
+
+    /// The handler's own future, with a panic caught (read its outcome with [`caught`]):
+    /// [`Handler::invoke`] without the timeout.
+    pub(crate) fn call_caught<'a>(
+        &'a self,
+        env: &'a Envelope<dyn EventData>,
+        ctx: &'a HandlerContext,
+    ) -> futures::future::CatchUnwind<std::panic::AssertUnwindSafe<HandlerFuture<'a>>> {
+        use futures::FutureExt;
+        std::panic::AssertUnwindSafe(self.inner.call.call(env, ctx)).catch_unwind()
+    }
+}
+
+/// The outcome of a [`Handler::call_caught`] future: a panic becomes
+/// [`HandlerError::Panicked`] with its message.
+pub(crate) fn caught(outcome: std::thread::Result<Result<(), HandlerError>>) -> Result<(), HandlerError> {
+    outcome.unwrap_or_else(|panic| Err(HandlerError::Panicked(panic_message(panic.as_ref()))))
 }
 
 /// The message of a caught panic.
