@@ -78,7 +78,6 @@ mod tests {
 
     #[test]
     fn version_precedes_works_in_const_context() {
-        const EARLIER: bool = version_precedes("1.9.0", "1.10.0");
-        assert!(EARLIER);
+        const { assert!(version_precedes("1.9.0", "1.10.0")) };
     }
 }
