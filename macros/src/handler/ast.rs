@@ -1,5 +1,5 @@
-//! Classification of a handler's signature: which argument is the event, which are
-//! dependencies and context, and whether the return type is a `Result`.
+//! The macro's model of a handler: what each argument of the function is (the event,
+//! a dependency, the context), with the original tokens for spans.
 
 use crate::ctxt::Ctxt;
 
@@ -30,14 +30,48 @@ pub(crate) enum Arg {
     ContextRef,
 }
 
-/// The checked signature.
-pub(crate) struct Signature {
-    pub(crate) args: Vec<Arg>,
-    pub(crate) event_index: usize,
-    pub(crate) return_type: syn::Type,
+/// The function `#[handler]` is on, with its arguments classified.
+pub(crate) struct Handler<'a> {
+    /// The function as written.
+    pub(crate) func: &'a syn::ItemFn,
+    /// Its arguments, in order; `None` for one that could not be classified (the error
+    /// is recorded).
+    pub(crate) args: Vec<Option<Arg>>,
 }
 
-fn last_segment(ty: &syn::Type) -> Option<&syn::PathSegment> {
+impl<'a> Handler<'a> {
+    /// Classifies the arguments of `func`, recording unsupported ones in `cx`.
+    pub(crate) fn from_ast(cx: &Ctxt, func: &'a syn::ItemFn) -> Self {
+        let args = func
+            .sig
+            .inputs
+            .iter()
+            .filter_map(|input| match input {
+                syn::FnArg::Receiver(_) => None,
+                syn::FnArg::Typed(pat) => Some(classify(cx, &pat.ty)),
+            })
+            .collect();
+        Self { func, args }
+    }
+
+    /// The event argument: the first argument that takes the event.
+    pub(crate) fn event(&self) -> Option<&EventArg> {
+        self.args.iter().find_map(|a| match a {
+            Some(Arg::Event(e)) => Some(e),
+            _ => None,
+        })
+    }
+
+    /// The declared return type.
+    pub(crate) fn return_type(&self) -> Option<&'a syn::Type> {
+        match &self.func.sig.output {
+            syn::ReturnType::Default => None,
+            syn::ReturnType::Type(_, ty) => Some(ty),
+        }
+    }
+}
+
+pub(crate) fn last_segment(ty: &syn::Type) -> Option<&syn::PathSegment> {
     match ty {
         syn::Type::Path(p) if p.qself.is_none() => p.path.segments.last(),
         syn::Type::Group(g) => last_segment(&g.elem),
@@ -113,86 +147,4 @@ fn classify(cx: &Ctxt, ty: &syn::Type) -> Option<Arg> {
             }
         },
     }
-}
-
-pub(crate) fn signature(cx: &Ctxt, sig: &syn::Signature) -> Option<Signature> {
-    if sig.asyncness.is_none() {
-        cx.error_spanned_by(sig.fn_token, "`#[handler]` requires an `async fn`; add `async` before `fn`");
-    }
-    if let Some(c) = &sig.constness {
-        cx.error_spanned_by(c, "`#[handler]` functions cannot be `const`");
-    }
-    if let Some(u) = &sig.unsafety {
-        cx.error_spanned_by(u, "`#[handler]` functions cannot be `unsafe`");
-    }
-    if !sig.generics.params.is_empty() {
-        cx.error_spanned_by(
-            &sig.generics,
-            "`#[handler]` functions cannot be generic: a registration needs one concrete event type",
-        );
-    }
-    if let Some(v) = &sig.variadic {
-        cx.error_spanned_by(v, "`#[handler]` functions cannot be variadic");
-    }
-
-    let mut args = Vec::new();
-    let mut event_index = None;
-    let mut first_event: Option<&syn::Type> = None;
-    for input in &sig.inputs {
-        match input {
-            syn::FnArg::Receiver(r) => {
-                cx.error_spanned_by(
-                    r,
-                    "`#[handler]` works on free functions, not methods: move it out of the `impl` block",
-                );
-            }
-            syn::FnArg::Typed(pat) => match classify(cx, &pat.ty) {
-                Some(Arg::Event(e)) => {
-                    if let Some(first) = first_event {
-                        cx.error_spanned_by(
-                            &pat.ty,
-                            format!(
-                                "a handler takes exactly one event argument, and `{}` came first; register one handler per event",
-                                quote::quote!(#first).to_string().replace(" < ", "<").replace(" >", ">").replace("& ", "&")
-                            ),
-                        );
-                    } else {
-                        first_event = Some(&pat.ty);
-                        event_index = Some(args.len());
-                    }
-                    args.push(Arg::Event(e));
-                }
-                Some(other) => args.push(other),
-                None => {}
-            },
-        }
-    }
-    if event_index.is_none() && sig.receiver().is_none() {
-        let span_on: &dyn quote::ToTokens = if sig.inputs.is_empty() { &sig.ident } else { &sig.inputs };
-        cx.error_spanned_by(
-            span_on,
-            "handler has no event argument; take the event as `&E` or `Envelope<E>`, e.g. `async fn on_signup(e: &UserCreated)`",
-        );
-    }
-
-    let return_type = match &sig.output {
-        syn::ReturnType::Default => {
-            cx.error_spanned_by(
-                &sig.ident,
-                "handler must return a `Result`: add `-> Result<(), HandlerError>` (or `anyhow::Result<()>`)",
-            );
-            None
-        }
-        syn::ReturnType::Type(_, ty) => match last_segment(ty) {
-            Some(seg) if seg.ident == "Result" => Some((**ty).clone()),
-            _ => {
-                cx.error_spanned_by(
-                    ty,
-                    "handler must return a `Result`: use `Result<(), HandlerError>`, `anyhow::Result<()>` or `Result<(), E>` with your own error",
-                );
-                None
-            }
-        },
-    };
-    Some(Signature { args, event_index: event_index?, return_type: return_type? })
 }
