@@ -246,7 +246,10 @@ mod tests {
         let problem = |doc: Value| Snapshot::from_json(&doc).unwrap_err();
         assert_eq!(problem(serde_json::json!([])), "not a JSON object");
         assert_eq!(problem(serde_json::json!({ "version": "1.0.0" })), "no `name`");
-        assert_eq!(problem(serde_json::json!({ "name": "a", "version": "1.0.0", "fields": {} })), "`fields` is not a list");
+        assert_eq!(
+            problem(serde_json::json!({ "name": "a", "version": "1.0.0", "fields": {} })),
+            "`fields` is not a list"
+        );
         assert_eq!(
             problem(serde_json::json!({ "name": "a", "version": "1.0.0", "fields": [{ "type": "u8" }] })),
             "a field without `key`"
