@@ -1,5 +1,6 @@
-//! The run-time half of `events.lock/`: recording full schemas, catching a change inside a
-//! nested type that the derive cannot see, and the version rules for a new version.
+//! The run-time half of `events.lock/`: writing the snapshots (the derive only reads them),
+//! catching a change inside a nested type that the derive cannot see, and the version
+//! rules for a new version.
 
 use better_auth_events::prelude::*;
 use better_auth_events::schema::{SnapshotReport, check_snapshots_with};
@@ -33,7 +34,7 @@ fn update_mode_creates_a_missing_directory() {
     let dir = root.path().join("events.lock");
     let report = check_snapshots_with(&dir, true).unwrap();
     assert!(!report.no_directory && dir.is_dir(), "{report:?}");
-    // The fields the derive compares are recorded too, exactly as the derive writes them,
+    // The fields the derive compares are recorded too, exactly as the derive reads them,
     // so a later compile in check mode finds a complete snapshot.
     let doc = read(&dir.join("snap.moved@1.1.0.json"));
     assert_eq!(
@@ -108,4 +109,40 @@ fn update_mode_writes_the_migration_files_of_a_new_version() {
     assert!(report.migrations[0].to_string_lossy().contains("migrations/postgres/"));
     assert!(sql[0].contains("(data - 'note')") && sql[0].contains("version = '1.1.0'"), "{}", sql[0]);
     assert!(sql[1].contains("json_remove(data, '$.\"note\"')"), "{}", sql[1]);
+}
+
+#[test]
+fn update_mode_rewrites_the_fields_of_an_unreleased_version() {
+    let dir = tempfile::tempdir().unwrap();
+    // A snapshot taken before `to` was added, with its schema: update mode records the
+    // struct as it is now, fields and schema alike, and keeps what else the file says.
+    let path = dir.path().join("snap.moved@1.1.0.json");
+    let stale = json!({
+        "name": "snap.moved",
+        "version": "1.1.0",
+        "type": "Moved",
+        "fields": [{ "key": "user_id", "type": "String", "optional": false }],
+        "schema": { "type": "object" }
+    });
+    std::fs::write(&path, stale.to_string()).unwrap();
+    let report = check_snapshots_with(dir.path(), true).unwrap();
+    assert!(report.written.contains(&"snap.moved@1.1.0".to_owned()), "{report:?}");
+    let doc = read(&path);
+    assert_eq!(doc["type"], "Moved");
+    assert_eq!(doc["fields"][1], json!({ "key": "to", "type": "Address", "optional": false }));
+    assert_eq!(doc["schema"], <Moved as better_auth_events::TypedEvent>::event_schema().to_value());
+    // Nothing changes on a second run, so the file is left as it is.
+    let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+    check_snapshots_with(dir.path(), true).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), before);
+    check_snapshots_with(dir.path(), false).unwrap();
+}
+
+#[test]
+fn the_runtime_reads_what_the_ui_tests_snapshots_hold() {
+    // The files the derive's ui cases compare with are snapshots in the shared format.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-tests/events.lock");
+    let snapshot = better_auth_events_lock::Snapshot::read(&dir.join("ui.lock.same@1.0.0.json")).unwrap();
+    assert_eq!(snapshot.fields.map(|f| f.len()), Some(2));
+    assert!(better_auth_events_lock::Snapshot::read(&dir.join("ui.lock.broken@1.0.0.json")).is_err());
 }

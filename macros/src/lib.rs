@@ -6,6 +6,7 @@
 
 use proc_macro::TokenStream;
 
+mod attr;
 mod ctxt;
 mod event;
 mod handler;
@@ -15,7 +16,7 @@ mod symbol;
 #[proc_macro_derive(Event, attributes(event))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);
-    event::expand(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+    event::derive(&input).into()
 }
 
 /// Turns an `async fn` into a registered event handler. See `better_auth_events::handler`.

@@ -76,69 +76,12 @@ pub mod __private {
 
     pub use crate::envelope::Envelope;
     pub use crate::error::HandlerError;
-    pub use crate::schema::upcast::{Upcast, UpcasterRegistration};
+    pub use crate::schema::upcast::{
+        PreviousVersion, Upcast, UpcasterRegistration, previous_is_earlier, previous_is_same_event,
+    };
 
-    /// Whether two names are equal, at compile time.
-    pub const fn same_name(a: &str, b: &str) -> bool {
-        let (a, b) = (a.as_bytes(), b.as_bytes());
-        if a.len() != b.len() {
-            return false;
-        }
-        let mut i = 0;
-        while i < a.len() {
-            if a[i] != b[i] {
-                return false;
-            }
-            i += 1;
-        }
-        true
-    }
-
-    /// The leading number of `v` from byte `i`, and the index after it.
-    const fn number(v: &[u8], mut i: usize) -> (u64, usize) {
-        let mut n: u64 = 0;
-        while i < v.len() && v[i].is_ascii_digit() {
-            n = n.saturating_mul(10).saturating_add((v[i] - b'0') as u64);
-            i += 1;
-        }
-        (n, i)
-    }
-
-    /// Whether semver version `a` precedes `b`, at compile time. Both were checked as
-    /// semver by the derive; build metadata is ignored, and two pre-releases of the same
-    /// version compare byte by byte (a simplification of semver's identifier rules).
-    pub const fn version_precedes(a: &str, b: &str) -> bool {
-        let (a, b) = (a.as_bytes(), b.as_bytes());
-        let (mut i, mut j) = (0, 0);
-        let mut part = 0;
-        while part < 3 {
-            let (x, ni) = number(a, i);
-            let (y, nj) = number(b, j);
-            if x != y {
-                return x < y;
-            }
-            // Skip the dot (or stop at `-`/`+`).
-            i = if ni < a.len() && a[ni] == b'.' { ni + 1 } else { ni };
-            j = if nj < b.len() && b[nj] == b'.' { nj + 1 } else { nj };
-            part += 1;
-        }
-        let a_pre = i < a.len() && a[i] == b'-';
-        let b_pre = j < b.len() && b[j] == b'-';
-        match (a_pre, b_pre) {
-            (true, false) => true,
-            (false, _) => false,
-            (true, true) => {
-                while i < a.len() && j < b.len() && a[i] != b'+' && b[j] != b'+' {
-                    if a[i] != b[j] {
-                        return a[i] < b[j];
-                    }
-                    i += 1;
-                    j += 1;
-                }
-                (i == a.len() || a[i] == b'+') && j < b.len() && b[j] != b'+'
-            }
-        }
-    }
+    /// Whether semver version `a` precedes `b`, at compile time.
+    pub use better_auth_events_lock::version_precedes;
 
     pub use crate::event::{EventRegistration, TypedEvent};
     pub use crate::handler::{

@@ -1,45 +1,53 @@
-//! Parsing of `#[event(..)]` on the struct and its fields, and of the serde attributes that
-//! change a field's JSON key.
+//! Parsing of `#[event(..)]` on the struct and its fields, and of the serde attributes
+//! that change a field's JSON key.
 
 use heck::{ToKebabCase, ToLowerCamelCase, ToPascalCase, ToShoutyKebabCase, ToShoutySnakeCase, ToSnakeCase};
-use syn::spanned::Spanned;
+use syn::meta::ParseNestedMeta;
 
+use crate::attr::Attr;
 use crate::ctxt::Ctxt;
 use crate::symbol::{self, CRATE, EVENT, EVENT_KEYS, FIELD_KEYS, NAME, PII, PREVIOUS, RENAMED_FROM, UPCAST, VERSION};
 
-/// The container attributes.
+const EVENT_ATTRIBUTE: &str = "event attribute";
+const FIELD_ATTRIBUTE: &str = "field attribute";
+
+/// The attributes of the struct.
 pub(crate) struct Container {
+    /// `name = "user.created"`.
     pub(crate) name: Option<syn::LitStr>,
+    /// `version = "1.0.0"`.
     pub(crate) version: Option<syn::LitStr>,
+    /// `crate = "path"`: where generated code finds the runtime.
     pub(crate) krate: Option<syn::Path>,
     /// `previous = Type`: the type of the previous version of this event.
     pub(crate) previous: Option<syn::Type>,
-    /// `upcast = "manual"`: the user implements `Upcast<Previous>`.
-    pub(crate) manual_upcast: Option<syn::LitStr>,
+    /// `upcast = "manual"` or `"auto"`.
+    pub(crate) upcast: Option<syn::LitStr>,
     /// serde's `rename_all` (the serialize side).
     pub(crate) rename_all: Option<String>,
     /// serde's container `default`: every field may be absent.
     pub(crate) serde_default: bool,
 }
 
-/// The field attributes that matter to the derive.
+/// The attributes of one field.
 pub(crate) struct Field {
-    /// The field's JSON key (`None` when serde skips it).
-    pub(crate) json_key: Option<String>,
-    pub(crate) pii: Option<proc_macro2::Span>,
+    /// `pii`, with the key's path for spans.
+    pub(crate) pii: Option<syn::Path>,
     /// `renamed_from = "old"`.
     pub(crate) renamed_from: Option<syn::LitStr>,
+    /// serde's `rename` (the serialize side).
+    pub(crate) serde_rename: Option<String>,
+    /// serde's `skip` or `skip_serializing`.
+    pub(crate) serde_skip: bool,
     /// serde's field `default`: the field may be absent.
     pub(crate) serde_default: bool,
 }
 
-fn string_value(cx: &Ctxt, meta: &syn::meta::ParseNestedMeta<'_>, key: &str, example: &str) -> Option<syn::LitStr> {
-    let value = match meta.value() {
-        Ok(v) => v,
-        Err(_) => {
-            cx.error_spanned_by(&meta.path, format!("`{key}` needs a value: `{key} = {example}`"));
-            return None;
-        }
+/// The string literal of `key = "…"`, or an error that shows `example`.
+fn string_value(cx: &Ctxt, meta: &ParseNestedMeta<'_>, key: &str, example: &str) -> Option<syn::LitStr> {
+    let Ok(value) = meta.value() else {
+        cx.error_spanned_by(&meta.path, format!("`{key}` needs a value: `{key} = {example}`"));
+        return None;
     };
     match value.parse::<syn::Expr>() {
         Ok(syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. })) => Some(s),
@@ -54,156 +62,218 @@ fn string_value(cx: &Ctxt, meta: &syn::meta::ParseNestedMeta<'_>, key: &str, exa
     }
 }
 
-pub(crate) fn container(cx: &Ctxt, input: &syn::DeriveInput) -> Container {
-    let mut out = Container {
-        name: None,
-        version: None,
-        krate: None,
-        previous: None,
-        manual_upcast: None,
-        rename_all: None,
-        serde_default: false,
-    };
-    for attr in &input.attrs {
-        if attr.path().is_ident("serde") {
-            // Only `rename_all` matters here; serde itself reports anything wrong.
-            let _ = attr.parse_nested_meta(|meta| {
-                if meta.path.is_ident("rename_all") {
-                    if let Ok(v) = meta.value() {
-                        if let Ok(s) = v.parse::<syn::LitStr>() {
-                            out.rename_all = Some(s.value());
-                        } else {
-                            // rename_all(serialize = "..", deserialize = "..")
-                            let _ = v.parse::<proc_macro2::TokenStream>();
-                        }
+/// Skips the value of a key, if any, so parsing goes on after an error.
+fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+    if meta.input.peek(syn::Token![=]) {
+        meta.value()?.parse::<syn::Expr>()?;
+    } else if meta.input.peek(syn::token::Paren) {
+        meta.parse_nested_meta(|inner| skip_value(&inner))?;
+    }
+    Ok(())
+}
+
+/// Skips the value of a serde key, which may be any tokens up to the next comma.
+fn skip_serde_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+    if meta.input.peek(syn::Token![=]) {
+        meta.value()?.parse::<proc_macro2::TokenStream>()?;
+    } else if meta.input.peek(syn::token::Paren) {
+        meta.parse_nested_meta(|inner| skip_serde_value(&inner))?;
+    }
+    Ok(())
+}
+
+/// Reads serde's `rename = ".."` or `rename(serialize = "..", ..)`: the serialize side.
+fn serde_rename(meta: &ParseNestedMeta<'_>) -> syn::Result<Option<String>> {
+    if meta.input.peek(syn::Token![=]) {
+        return Ok(Some(meta.value()?.parse::<syn::LitStr>()?.value()));
+    }
+    let mut out = None;
+    meta.parse_nested_meta(|inner| {
+        let value = inner.value()?.parse::<syn::LitStr>()?.value();
+        if inner.path.is_ident("serialize") {
+            out = Some(value);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+impl Container {
+    /// Parses the attributes of `input`, recording errors in `cx`.
+    pub(crate) fn from_ast(cx: &Ctxt, input: &syn::DeriveInput) -> Self {
+        let mut name = Attr::none(cx, EVENT_ATTRIBUTE, NAME);
+        let mut version = Attr::none(cx, EVENT_ATTRIBUTE, VERSION);
+        let mut krate = Attr::none(cx, EVENT_ATTRIBUTE, CRATE);
+        let mut previous = Attr::none(cx, EVENT_ATTRIBUTE, PREVIOUS);
+        let mut upcast = Attr::none(cx, EVENT_ATTRIBUTE, UPCAST);
+        let mut rename_all = None;
+        let mut serde_default = false;
+
+        for attr in &input.attrs {
+            if attr.path().is_ident("serde") {
+                // Only the keys that change JSON keys matter; serde reports anything wrong.
+                let _ = attr.parse_nested_meta(|meta| {
+                    if meta.path.is_ident("rename_all") {
+                        rename_all = serde_rename(&meta)?.or(rename_all.take());
                     } else {
-                        let _ = meta.parse_nested_meta(|inner| {
-                            if inner.path.is_ident("serialize") {
-                                out.rename_all = Some(inner.value()?.parse::<syn::LitStr>()?.value());
-                            } else {
-                                let _ = inner.value()?.parse::<syn::LitStr>()?;
+                        serde_default |= meta.path.is_ident("default");
+                        skip_serde_value(&meta)?;
+                    }
+                    Ok(())
+                });
+                continue;
+            }
+            if !attr.path().is_ident(EVENT) {
+                continue;
+            }
+            let result = attr.parse_nested_meta(|meta| {
+                let key = path_str(&meta.path);
+                match key.as_str() {
+                    NAME => name.set_opt(&meta.path, string_value(cx, &meta, NAME, "\"user.created\"")),
+                    VERSION => version.set_opt(&meta.path, string_value(cx, &meta, VERSION, "\"1.0.0\"")),
+                    CRATE => {
+                        if let Some(lit) = string_value(cx, &meta, CRATE, "\"::better_auth_events\"") {
+                            match lit.parse::<syn::Path>() {
+                                Ok(path) => krate.set(&meta.path, path),
+                                Err(_) => cx.error_spanned_by(&lit, format!("`{}` is not a path", lit.value())),
                             }
-                            Ok(())
-                        });
+                        }
                     }
-                } else if meta.path.is_ident("default") {
-                    out.serde_default = true;
-                    if meta.input.peek(syn::Token![=]) {
-                        let _ = meta.value()?.parse::<proc_macro2::TokenStream>();
+                    PREVIOUS => match meta.value().and_then(|v| v.parse::<syn::Type>()) {
+                        Ok(ty) => previous.set(&meta.path, ty),
+                        Err(_) => cx.error_spanned_by(
+                            &meta.path,
+                            "`previous` names the type of the previous version: `previous = UserCreatedV1`",
+                        ),
+                    },
+                    UPCAST => {
+                        if let Some(lit) = string_value(cx, &meta, UPCAST, "\"manual\"") {
+                            match lit.value().as_str() {
+                                "manual" | "auto" => upcast.set(&meta.path, lit),
+                                other => cx.error_spanned_by(
+                                    &lit,
+                                    format!(
+                                        "unknown upcast `{other}`; expected `\"auto\"` (generated) or `\"manual\"` (you implement `Upcast`)"
+                                    ),
+                                ),
+                            }
+                        }
                     }
-                } else if meta.input.peek(syn::Token![=]) {
-                    let _ = meta.value()?.parse::<proc_macro2::TokenStream>();
-                } else if meta.input.peek(syn::token::Paren) {
-                    let _ = meta.parse_nested_meta(|_| Ok(()));
+                    PII => {
+                        cx.error_spanned_by(
+                            &meta.path,
+                            "`pii` marks a field: put `#[event(pii)]` on the field that holds personal data",
+                        );
+                        skip_value(&meta)?;
+                    }
+                    RENAMED_FROM => {
+                        cx.error_spanned_by(
+                            &meta.path,
+                            "`renamed_from` marks a field: put `#[event(renamed_from = \"old_key\")]` on the renamed field",
+                        );
+                        skip_value(&meta)?;
+                    }
+                    _ => {
+                        cx.error_spanned_by(
+                            &meta.path,
+                            format!("unknown event attribute `{key}`; expected {}", symbol::one_of(EVENT_KEYS)),
+                        );
+                        skip_value(&meta)?;
+                    }
                 }
                 Ok(())
             });
-            continue;
-        }
-        if !attr.path().is_ident(EVENT) {
-            continue;
-        }
-        let result = attr.parse_nested_meta(|meta| {
-            let key = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
-            match key.as_str() {
-                NAME => {
-                    if let Some(v) = string_value(cx, &meta, NAME, "\"user.created\"") {
-                        if out.name.is_some() {
-                            cx.error_spanned_by(&meta.path, "duplicate event attribute `name`");
-                        } else {
-                            out.name = Some(v);
-                        }
-                    }
-                }
-                VERSION => {
-                    if let Some(v) = string_value(cx, &meta, VERSION, "\"1.0.0\"") {
-                        if out.version.is_some() {
-                            cx.error_spanned_by(&meta.path, "duplicate event attribute `version`");
-                        } else {
-                            out.version = Some(v);
-                        }
-                    }
-                }
-                CRATE => {
-                    if let Some(v) = string_value(cx, &meta, CRATE, "\"::better_auth_events\"") {
-                        if out.krate.is_some() {
-                            cx.error_spanned_by(&meta.path, "duplicate event attribute `crate`");
-                        } else {
-                            match v.parse::<syn::Path>() {
-                                Ok(p) => out.krate = Some(p),
-                                Err(_) => cx.error_spanned_by(&v, format!("`{}` is not a path", v.value())),
-                            }
-                        }
-                    }
-                }
-                PREVIOUS => match meta.value().and_then(|v| v.parse::<syn::Type>()) {
-                    Ok(ty) => {
-                        if out.previous.is_some() {
-                            cx.error_spanned_by(&meta.path, "duplicate event attribute `previous`");
-                        } else {
-                            out.previous = Some(ty);
-                        }
-                    }
-                    Err(_) => cx.error_spanned_by(
-                        &meta.path,
-                        "`previous` names the type of the previous version: `previous = UserCreatedV1`",
-                    ),
-                },
-                UPCAST => {
-                    if let Some(v) = string_value(cx, &meta, UPCAST, "\"manual\"") {
-                        match v.value().as_str() {
-                            "manual" | "auto" if out.manual_upcast.is_some() => {
-                                cx.error_spanned_by(&meta.path, "duplicate event attribute `upcast`")
-                            }
-                            "manual" | "auto" => out.manual_upcast = Some(v),
-                            other => cx.error_spanned_by(
-                                &v,
-                                format!(
-                                    "unknown upcast `{other}`; expected `\"auto\"` (generated) or `\"manual\"` (you implement `Upcast`)"
-                                ),
-                            ),
-                        }
-                    }
-                }
-                PII => {
-                    cx.error_spanned_by(
-                        &meta.path,
-                        "`pii` marks a field: put `#[event(pii)]` on the field that holds personal data",
-                    );
-                }
-                RENAMED_FROM => {
-                    cx.error_spanned_by(
-                        &meta.path,
-                        "`renamed_from` marks a field: put `#[event(renamed_from = \"old_key\")]` on the renamed field",
-                    );
-                    if meta.input.peek(syn::Token![=]) {
-                        let _ = meta.value()?.parse::<syn::Expr>();
-                    }
-                }
-                _ => {
-                    cx.error_spanned_by(
-                        &meta.path,
-                        format!(
-                            "unknown event attribute `{}`; expected {}",
-                            path_str(&meta.path),
-                            symbol::one_of(EVENT_KEYS)
-                        ),
-                    );
-                    // Skip its value, if any, so parsing goes on.
-                    if meta.input.peek(syn::Token![=]) {
-                        let _ = meta.value()?.parse::<syn::Expr>();
-                    } else if meta.input.peek(syn::token::Paren) {
-                        let _ = meta.parse_nested_meta(|_| Ok(()));
-                    }
-                }
+            if let Err(e) = result {
+                cx.syn_error(e);
             }
-            Ok(())
-        });
-        if let Err(e) = result {
-            cx.syn_error(e);
+        }
+        Self {
+            name: name.get(),
+            version: version.get(),
+            krate: krate.get(),
+            previous: previous.get(),
+            upcast: upcast.get(),
+            rename_all,
+            serde_default,
         }
     }
-    out
+
+    /// Whether `upcast = "manual"` was given.
+    pub(crate) fn manual_upcast(&self) -> bool {
+        self.upcast.as_ref().is_some_and(|u| u.value() == "manual")
+    }
+}
+
+impl Field {
+    /// Parses the attributes of `field`, recording errors in `cx`.
+    pub(crate) fn from_ast(cx: &Ctxt, field: &syn::Field) -> Self {
+        let mut pii = Attr::none(cx, FIELD_ATTRIBUTE, PII);
+        let mut renamed_from = Attr::none(cx, FIELD_ATTRIBUTE, RENAMED_FROM);
+        let mut serde_rename_value = None;
+        let mut serde_skip = false;
+        let mut serde_default = false;
+
+        for attr in &field.attrs {
+            if attr.path().is_ident("serde") {
+                let _ = attr.parse_nested_meta(|meta| {
+                    if meta.path.is_ident("rename") {
+                        serde_rename_value = serde_rename(&meta)?.or(serde_rename_value.take());
+                    } else {
+                        serde_skip |= meta.path.is_ident("skip") || meta.path.is_ident("skip_serializing");
+                        serde_default |= meta.path.is_ident("default");
+                        skip_serde_value(&meta)?;
+                    }
+                    Ok(())
+                });
+                continue;
+            }
+            if !attr.path().is_ident(EVENT) {
+                continue;
+            }
+            let result = attr.parse_nested_meta(|meta| {
+                let key = path_str(&meta.path);
+                match key.as_str() {
+                    RENAMED_FROM => {
+                        if let Some(lit) = string_value(cx, &meta, RENAMED_FROM, "\"old_name\"") {
+                            if lit.value().trim().is_empty() {
+                                cx.error_spanned_by(&lit, "`renamed_from` needs the field's previous JSON key");
+                            } else {
+                                renamed_from.set(&meta.path, lit);
+                            }
+                        }
+                    }
+                    PII if meta.input.peek(syn::Token![=]) => {
+                        cx.error_spanned_by(&meta.path, "`pii` takes no value: write `#[event(pii)]`");
+                        skip_value(&meta)?;
+                    }
+                    PII => pii.set(&meta.path, meta.path.clone()),
+                    _ => {
+                        let hint = if EVENT_KEYS.contains(&key.as_str()) {
+                            format!("; `{key}` belongs on the struct, not on a field")
+                        } else {
+                            String::new()
+                        };
+                        cx.error_spanned_by(
+                            &meta.path,
+                            format!("unknown field attribute `{key}`; expected {}{hint}", symbol::one_of(FIELD_KEYS)),
+                        );
+                        skip_value(&meta)?;
+                    }
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
+                cx.syn_error(e);
+            }
+        }
+        Self {
+            pii: pii.get(),
+            renamed_from: renamed_from.get(),
+            serde_rename: serde_rename_value,
+            serde_skip,
+            serde_default,
+        }
+    }
 }
 
 /// A path as written, without spaces (`a::b`).
@@ -227,99 +297,6 @@ pub(crate) fn apply_rename_all(rule: &str, field: &str) -> Option<String> {
     })
 }
 
-pub(crate) fn field(cx: &Ctxt, container: &Container, field: &syn::Field) -> Field {
-    let ident = field.ident.as_ref().map(|i| {
-        let s = i.to_string();
-        s.strip_prefix("r#").map(str::to_owned).unwrap_or(s)
-    });
-    let mut json_key = match (&ident, &container.rename_all) {
-        (Some(name), Some(rule)) => apply_rename_all(rule, name).or(Some(name.clone())),
-        (Some(name), None) => Some(name.clone()),
-        (None, _) => None,
-    };
-    let mut pii = None;
-    let mut renamed_from: Option<syn::LitStr> = None;
-    let mut serde_default = false;
-    for attr in &field.attrs {
-        if attr.path().is_ident("serde") {
-            let _ = attr.parse_nested_meta(|meta| {
-                if meta.path.is_ident("rename") {
-                    if let Ok(v) = meta.value() {
-                        json_key = Some(v.parse::<syn::LitStr>()?.value());
-                    } else {
-                        meta.parse_nested_meta(|inner| {
-                            let value = inner.value()?.parse::<syn::LitStr>()?.value();
-                            if inner.path.is_ident("serialize") {
-                                json_key = Some(value);
-                            }
-                            Ok(())
-                        })?;
-                    }
-                } else if meta.path.is_ident("skip") || meta.path.is_ident("skip_serializing") {
-                    json_key = None;
-                } else if meta.path.is_ident("default") {
-                    serde_default = true;
-                    if meta.input.peek(syn::Token![=]) {
-                        let _ = meta.value()?.parse::<proc_macro2::TokenStream>();
-                    }
-                } else if meta.input.peek(syn::Token![=]) {
-                    let _ = meta.value()?.parse::<proc_macro2::TokenStream>();
-                } else if meta.input.peek(syn::token::Paren) {
-                    let _ = meta.parse_nested_meta(|_| Ok(()));
-                }
-                Ok(())
-            });
-            continue;
-        }
-        if !attr.path().is_ident(EVENT) {
-            continue;
-        }
-        let result = attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident(RENAMED_FROM) {
-                if let Some(v) = string_value(cx, &meta, RENAMED_FROM, "\"old_name\"") {
-                    if renamed_from.is_some() {
-                        cx.error_spanned_by(&meta.path, "duplicate field attribute `renamed_from`");
-                    } else if v.value().trim().is_empty() {
-                        cx.error_spanned_by(&v, "`renamed_from` needs the field's previous JSON key");
-                    } else {
-                        renamed_from = Some(v);
-                    }
-                }
-            } else if meta.path.is_ident(PII) {
-                if meta.input.peek(syn::Token![=]) {
-                    cx.error_spanned_by(&meta.path, "`pii` takes no value: write `#[event(pii)]`");
-                    let _ = meta.value()?.parse::<syn::Expr>();
-                } else if pii.is_some() {
-                    cx.error_spanned_by(&meta.path, "duplicate field attribute `pii`");
-                } else {
-                    pii = Some(meta.path.span());
-                }
-            } else {
-                let key = path_str(&meta.path);
-                let hint = if EVENT_KEYS.contains(&key.as_str()) {
-                    format!("; `{key}` belongs on the struct, not on a field")
-                } else {
-                    String::new()
-                };
-                cx.error_spanned_by(
-                    &meta.path,
-                    format!("unknown field attribute `{key}`; expected {}{hint}", symbol::one_of(FIELD_KEYS)),
-                );
-                if meta.input.peek(syn::Token![=]) {
-                    let _ = meta.value()?.parse::<syn::Expr>();
-                } else if meta.input.peek(syn::token::Paren) {
-                    let _ = meta.parse_nested_meta(|_| Ok(()));
-                }
-            }
-            Ok(())
-        });
-        if let Err(e) = result {
-            cx.syn_error(e);
-        }
-    }
-    Field { json_key, pii, renamed_from, serde_default }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,34 +311,16 @@ mod tests {
     }
 
     #[test]
-    fn pii_keys_follow_serde_renames() {
-        let input: syn::DeriveInput = syn::parse_quote! {
-            #[serde(rename_all = "camelCase")]
-            struct S {
-                #[event(pii)] email_address: String,
-                #[event(pii)] #[serde(rename = "ip")] ip_address: String,
-                #[event(pii)] #[serde(skip)] secret: String,
-            }
-        };
-        let cx = Ctxt::default();
-        let c = container(&cx, &input);
-        let syn::Data::Struct(data) = &input.data else { panic!("struct") };
-        let keys: Vec<Option<String>> = data.fields.iter().map(|f| field(&cx, &c, f).json_key).collect();
-        assert!(cx.check().is_ok());
-        assert_eq!(keys, [Some("emailAddress".into()), Some("ip".into()), None]);
-    }
-
-    #[test]
     fn every_error_is_reported_at_once() {
         let input: syn::DeriveInput = syn::parse_quote! {
             #[event(nmae = "x", version = "1.0.0", version = "2.0.0")]
             struct S { #[event(secret)] a: String }
         };
-        let cx = Ctxt::default();
-        let c = container(&cx, &input);
+        let cx = Ctxt::new();
+        Container::from_ast(&cx, &input);
         let syn::Data::Struct(data) = &input.data else { panic!("struct") };
         for f in &data.fields {
-            field(&cx, &c, f);
+            Field::from_ast(&cx, f);
         }
         let err = cx.check().unwrap_err();
         let messages: Vec<String> = err.into_iter().map(|e| e.to_string()).collect();
@@ -369,5 +328,25 @@ mod tests {
         assert!(messages[0].starts_with("unknown event attribute `nmae`"));
         assert_eq!(messages[1], "duplicate event attribute `version`");
         assert!(messages[2].starts_with("unknown field attribute `secret`; expected `pii` or `renamed_from`"));
+    }
+
+    #[test]
+    fn serde_renames_are_read_on_the_serialize_side() {
+        let input: syn::DeriveInput = syn::parse_quote! {
+            #[serde(rename_all(serialize = "camelCase", deserialize = "snake_case"), default)]
+            struct S {
+                #[serde(rename(serialize = "out", deserialize = "in"))] a: String,
+                #[serde(skip_serializing, default = "x")] b: String,
+            }
+        };
+        let cx = Ctxt::new();
+        let c = Container::from_ast(&cx, &input);
+        let syn::Data::Struct(data) = &input.data else { panic!("struct") };
+        let fields: Vec<Field> = data.fields.iter().map(|f| Field::from_ast(&cx, f)).collect();
+        assert!(cx.check().is_ok());
+        assert_eq!(c.rename_all.as_deref(), Some("camelCase"));
+        assert!(c.serde_default);
+        assert_eq!(fields[0].serde_rename.as_deref(), Some("out"));
+        assert!(fields[1].serde_skip && fields[1].serde_default);
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use proc_macro2::{Span, TokenStream};
 use syn::parse::Parser;
 
+use crate::attr::Attr;
 use crate::ctxt::Ctxt;
 use crate::symbol::{
     self, ASYNC, BACKOFF, BACKOFFS, BASE, CRATE, HANDLER_KEYS, JITTER, MAX_ATTEMPTS, MAX_DELAY, NAME, PRIORITY, RETRY,
@@ -74,23 +75,22 @@ fn duration(meta: &syn::meta::ParseNestedMeta<'_>, key: &str) -> syn::Result<Dur
     }
 }
 
-fn set_once<T>(cx: &Ctxt, slot: &mut Option<T>, value: T, path: &syn::Path, what: &str) {
-    if slot.is_some() {
-        cx.error_spanned_by(path, format!("duplicate {what} `{}`", key_of(path)));
-    } else {
-        *slot = Some(value);
-    }
-}
+const RETRY_OPTION: &str = "retry option";
+const HANDLER_ARGUMENT: &str = "handler argument";
 
 fn retry(cx: &Ctxt, meta: &syn::meta::ParseNestedMeta<'_>) -> Retry {
-    let mut r = Retry::default();
+    let mut max_attempts = Attr::none(cx, RETRY_OPTION, MAX_ATTEMPTS);
+    let mut backoff = Attr::none(cx, RETRY_OPTION, BACKOFF);
+    let mut base = Attr::none(cx, RETRY_OPTION, BASE);
+    let mut max_delay = Attr::none(cx, RETRY_OPTION, MAX_DELAY);
+    let mut jitter = Attr::none(cx, RETRY_OPTION, JITTER);
     if !meta.input.peek(syn::token::Paren) {
         cx.error_spanned_by(
             &meta.path,
             "`retry` takes options: `retry(max_attempts = 5, backoff = \"exponential\", base = \"200ms\")`",
         );
         let _ = skip_value(meta);
-        return r;
+        return Retry::default();
     }
     let result = meta.parse_nested_meta(|inner| {
         let key = key_of(&inner.path);
@@ -108,7 +108,7 @@ fn retry(cx: &Ctxt, meta: &syn::meta::ParseNestedMeta<'_>) -> Retry {
                             "`max_attempts` counts the first attempt too, so it must be at least 1",
                         ));
                     }
-                    set_once(cx, &mut r.max_attempts, n, &inner.path, "retry option");
+                    max_attempts.set(&inner.path, n);
                 }
                 BACKOFF => {
                     let lit = lit_str(&inner, BACKOFF, "\"exponential\"")?;
@@ -119,15 +119,15 @@ fn retry(cx: &Ctxt, meta: &syn::meta::ParseNestedMeta<'_>) -> Retry {
                             format!("unknown backoff `{v}`; expected {}", symbol::one_of(BACKOFFS)),
                         ));
                     }
-                    set_once(cx, &mut r.backoff, v, &inner.path, "retry option");
+                    backoff.set(&inner.path, v);
                 }
                 BASE => {
                     let d = duration(&inner, BASE)?;
-                    set_once(cx, &mut r.base, d, &inner.path, "retry option");
+                    base.set(&inner.path, d);
                 }
                 MAX_DELAY => {
                     let d = duration(&inner, MAX_DELAY)?;
-                    set_once(cx, &mut r.max_delay, d, &inner.path, "retry option");
+                    max_delay.set(&inner.path, d);
                 }
                 JITTER => {
                     let on = if inner.input.peek(syn::Token![=]) {
@@ -135,7 +135,7 @@ fn retry(cx: &Ctxt, meta: &syn::meta::ParseNestedMeta<'_>) -> Retry {
                     } else {
                         true
                     };
-                    set_once(cx, &mut r.jitter, on, &inner.path, "retry option");
+                    jitter.set(&inner.path, on);
                 }
                 _ => {
                     cx.error_spanned_by(
@@ -159,6 +159,13 @@ fn retry(cx: &Ctxt, meta: &syn::meta::ParseNestedMeta<'_>) -> Retry {
     if let Err(e) = result {
         cx.syn_error(e);
     }
+    let r = Retry {
+        max_attempts: max_attempts.get(),
+        backoff: backoff.get(),
+        base: base.get(),
+        max_delay: max_delay.get(),
+        jitter: jitter.get(),
+    };
     if let (Some(base), Some(max)) = (&r.base, &r.max_delay)
         && base.value > max.value
     {
@@ -169,6 +176,11 @@ fn retry(cx: &Ctxt, meta: &syn::meta::ParseNestedMeta<'_>) -> Retry {
 
 pub(crate) fn parse(cx: &Ctxt, tokens: TokenStream) -> Args {
     let mut args = Args::default();
+    let mut name = Attr::none(cx, HANDLER_ARGUMENT, NAME);
+    let mut priority = Attr::none(cx, HANDLER_ARGUMENT, PRIORITY);
+    let mut timeout = Attr::none(cx, HANDLER_ARGUMENT, TIMEOUT);
+    let mut retry_attr = Attr::none(cx, HANDLER_ARGUMENT, RETRY);
+    let mut krate = Attr::none(cx, HANDLER_ARGUMENT, CRATE);
     let parser = syn::meta::parser(|meta| {
         let key = key_of(&meta.path);
         let outcome: syn::Result<()> = (|| {
@@ -195,7 +207,7 @@ pub(crate) fn parse(cx: &Ctxt, tokens: TokenStream) -> Args {
                     if lit.value().trim().is_empty() {
                         return Err(syn::Error::new_spanned(&lit, "a handler name cannot be empty"));
                     }
-                    set_once(cx, &mut args.name, lit, &meta.path, "handler argument");
+                    name.set(&meta.path, lit);
                 }
                 PRIORITY => {
                     let expr: syn::Expr = meta.value()?.parse()?;
@@ -207,23 +219,23 @@ pub(crate) fn parse(cx: &Ctxt, tokens: TokenStream) -> Args {
                         },
                         _ => return Err(syn::Error::new_spanned(&expr, "expected an integer: `priority = 10`")),
                     };
-                    set_once(cx, &mut args.priority, n, &meta.path, "handler argument");
+                    priority.set(&meta.path, n);
                 }
                 TIMEOUT => {
                     let d = duration(&meta, TIMEOUT)?;
-                    set_once(cx, &mut args.timeout, d, &meta.path, "handler argument");
+                    timeout.set(&meta.path, d);
                 }
                 RETRY => {
                     let r = retry(cx, &meta);
                     args.retry_span.get_or_insert(syn::spanned::Spanned::span(&meta.path));
-                    set_once(cx, &mut args.retry, r, &meta.path, "handler argument");
+                    retry_attr.set(&meta.path, r);
                 }
                 CRATE => {
                     let lit = lit_str(&meta, CRATE, "\"::better_auth_events\"")?;
                     let path = lit
                         .parse::<syn::Path>()
                         .map_err(|_| syn::Error::new_spanned(&lit, format!("`{}` is not a path", lit.value())))?;
-                    set_once(cx, &mut args.krate, path, &meta.path, "handler argument");
+                    krate.set(&meta.path, path);
                 }
                 _ => {
                     cx.error_spanned_by(
@@ -246,6 +258,11 @@ pub(crate) fn parse(cx: &Ctxt, tokens: TokenStream) -> Args {
     if let Err(e) = parser.parse2(tokens) {
         cx.syn_error(e);
     }
+    args.name = name.get();
+    args.priority = priority.get();
+    args.timeout = timeout.get();
+    args.retry = retry_attr.get();
+    args.krate = krate.get();
     if let (Some(span), false) = (args.retry_span, args.is_async) {
         cx.syn_error(syn::Error::new(
             span,

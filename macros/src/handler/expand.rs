@@ -4,8 +4,9 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use super::attr::{self, DurationLit};
-use super::check::{self, Arg, EventArg};
+use super::ast::{Arg, EventArg, Handler};
+use super::attr::{self, Args, DurationLit};
+use super::check;
 use crate::ctxt::Ctxt;
 
 fn duration(private: &TokenStream, d: &DurationLit) -> TokenStream {
@@ -26,7 +27,11 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             return quote!(#item #err);
         }
     };
-    match generate(args, &func) {
+    let cx = Ctxt::new();
+    let args = attr::parse(&cx, args);
+    let handler = Handler::from_ast(&cx, &func);
+    check::check(&cx, &handler);
+    match cx.check().and_then(|()| generate(&args, &handler)) {
         Ok(generated) => quote!(#func #generated),
         // Keep the function so the rest of the program still compiles against it.
         Err(e) => {
@@ -36,13 +41,11 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-fn generate(args: TokenStream, func: &syn::ItemFn) -> syn::Result<TokenStream> {
-    let cx = Ctxt::default();
-    let args = attr::parse(&cx, args);
-    let sig = check::signature(&cx, &func.sig);
-    cx.check()?;
-    let Some(sig) = sig else {
-        return Err(syn::Error::new(func.sig.span(), "invalid handler signature"));
+/// The registration of a checked handler.
+fn generate(args: &Args, handler: &Handler<'_>) -> syn::Result<TokenStream> {
+    let func = handler.func;
+    let (Some(event_arg), Some(ret)) = (handler.event(), handler.return_type()) else {
+        return Err(syn::Error::new(func.sig.span(), "handler has no event argument"));
     };
 
     let krate = args.krate.clone().unwrap_or_else(|| syn::parse_quote!(::better_auth_events));
@@ -53,19 +56,15 @@ fn generate(args: TokenStream, func: &syn::ItemFn) -> syn::Result<TokenStream> {
         s.strip_prefix("r#").map(str::to_owned).unwrap_or(s)
     });
 
-    let Some(Arg::Event(event_arg)) = sig.args.get(sig.event_index) else {
-        return Err(syn::Error::new(func.sig.span(), "handler has no event argument"));
-    };
     let event_ty = event_arg.event_type();
 
-    let mut checks = Vec::new();
+    // Each requirement on a type the user wrote is stated once, where the generated code
+    // uses the type, spanned on it: a second check of the same bound would only repeat
+    // the compiler's error.
     let mut extracts = Vec::new();
     let mut call_args = Vec::new();
     let mut requirements = Vec::new();
-    checks.push(quote_spanned! {event_ty.span()=>
-        const _: () = #private::assert_event::<#event_ty>();
-    });
-    for (i, arg) in sig.args.iter().enumerate() {
+    for (i, arg) in handler.args.iter().flatten().enumerate() {
         match arg {
             Arg::Event(EventArg::Ref(_)) => call_args.push(quote!(&__bae_env.data)),
             Arg::Event(EventArg::EnvelopeRef(_)) => call_args.push(quote!(__bae_env)),
@@ -75,9 +74,6 @@ fn generate(args: TokenStream, func: &syn::ItemFn) -> syn::Result<TokenStream> {
             Arg::ContextRef => call_args.push(quote!(__bae_ctx)),
             Arg::Extract(ty) => {
                 let var = format_ident!("__bae_arg{}", i);
-                checks.push(quote_spanned! {ty.span()=>
-                    const _: () = #private::assert_from_context::<#ty>();
-                });
                 extracts.push(quote! {
                     let #var = <#ty as #private::FromContext>::from_context(__bae_ctx)?;
                 });
@@ -87,11 +83,8 @@ fn generate(args: TokenStream, func: &syn::ItemFn) -> syn::Result<TokenStream> {
         }
     }
     // Only a handler that reads its context makes the bus hand it the dependencies.
-    let uses_context = sig.args.iter().any(|a| matches!(a, Arg::ContextRef | Arg::Extract(_)));
-    let ret = &sig.return_type;
-    checks.push(quote_spanned! {ret.span()=>
-        const _: fn() = #private::assert_handler_result::<#ret>;
-    });
+    let uses_context = handler.args.iter().flatten().any(|a| matches!(a, Arg::ContextRef | Arg::Extract(_)));
+    let into_result = quote_spanned!(ret.span()=> <#ret as #private::IntoHandlerResult>::into_handler_result);
 
     let mode = if args.is_async { quote!(#private::HandlerMode::Async) } else { quote!(#private::HandlerMode::Sync) };
     let priority = args.priority.unwrap_or(0);
@@ -139,8 +132,6 @@ fn generate(args: TokenStream, func: &syn::ItemFn) -> syn::Result<TokenStream> {
         #[doc(hidden)]
         #[allow(non_snake_case, non_upper_case_globals, unused_qualifications, clippy::all)]
         const _: () = {
-            #(#checks)*
-
             const __BAE_REQUIREMENTS: &[fn() -> #private::Option<#private::DepRequirement>] = &[#(#requirements),*];
 
             fn __bae_call<'a>(
@@ -150,7 +141,7 @@ fn generate(args: TokenStream, func: &syn::ItemFn) -> syn::Result<TokenStream> {
                 #private::Box::pin(async move {
                     let _ = __bae_ctx;
                     #(#extracts)*
-                    #private::IntoHandlerResult::into_handler_result(#fn_ident(#(#call_args),*).await)
+                    #into_result(#fn_ident(#(#call_args),*).await)
                 })
             }
 

@@ -1,6 +1,7 @@
-//! `#[handler]`: parse the arguments (`attr`), classify the signature (`check`), generate
-//! the registration (`expand`).
+//! `#[handler]`: parse the arguments (`attr`), classify the function's arguments into a
+//! model (`ast`), check the signature (`check`), generate the registration (`expand`).
 
+mod ast;
 mod attr;
 mod check;
 mod expand;

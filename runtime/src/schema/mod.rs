@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use better_auth_events_lock::BumpTooSmall;
 use semver::Version;
 use serde_json::{Map, Value, json};
 
@@ -39,6 +40,7 @@ use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::event::{EventData, EventRegistration, TypedEvent};
 
+pub use better_auth_events_lock::Bump;
 pub use compat::{CheckOptions, CompatibilityMode, CompatibilityReport, Difference, DifferenceKind, Effect};
 pub use migrate::{MigrationPlan, MigrationStep, SqlDialect};
 pub use snapshot::{SnapshotReport, check_snapshots, check_snapshots_with};
@@ -363,49 +365,6 @@ impl Default for SchemaRegistry {
     }
 }
 
-/// The semver bump from one version to the next.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Bump {
-    /// Only the patch number (or a pre-release) grew.
-    Patch,
-    /// The minor number grew.
-    Minor,
-    /// The major number grew.
-    Major,
-}
-
-impl Bump {
-    /// The bump from `from` to `to`.
-    pub fn between(from: &Version, to: &Version) -> Self {
-        if to.major > from.major {
-            Self::Major
-        } else if to.minor > from.minor {
-            Self::Minor
-        } else {
-            Self::Patch
-        }
-    }
-
-    /// The smallest version after `from` with this bump.
-    pub fn apply(self, from: &Version) -> Version {
-        match self {
-            Self::Major => Version::new(from.major + 1, 0, 0),
-            Self::Minor => Version::new(from.major, from.minor + 1, 0),
-            Self::Patch => Version::new(from.major, from.minor, from.patch + 1),
-        }
-    }
-}
-
-impl fmt::Display for Bump {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Major => "major",
-            Self::Minor => "minor",
-            Self::Patch => "patch",
-        })
-    }
-}
-
 impl SchemaRegistry {
     /// An empty registry checking BACKWARD compatibility.
     pub fn new() -> Self {
@@ -519,17 +478,8 @@ impl SchemaRegistry {
                     breaking.extend(r.breaking().map(|d| format!("{d} (against {})", older.version)));
                 }
             }
-            let needed = if !breaking.is_empty() {
-                Some(Bump::Major)
-            } else if !report.is_equivalent() {
-                Some(Bump::Minor)
-            } else {
-                None
-            };
-            let actual = Bump::between(&previous.version, &version);
-            if let Some(needed) = needed
-                && actual < needed
-            {
+            let needed = Bump::required(!breaking.is_empty(), !report.is_equivalent());
+            if let Err(BumpTooSmall { actual, needed, smallest }) = Bump::check(&previous.version, &version, needed) {
                 let why = if needed == Bump::Major {
                     format!("the change breaks {mode} compatibility: {}", breaking.join("; "))
                 } else {
@@ -537,9 +487,8 @@ impl SchemaRegistry {
                     format!("the schema changed compatibly ({})", changes.join("; "))
                 };
                 return Err(Error::Schema(format!(
-                    "`{name}` {} → {version} is a {actual} bump, but {why}; a {needed} bump is needed: use version {} or later",
+                    "`{name}` {} → {version} is a {actual} bump, but {why}; a {needed} bump is needed: use version {smallest} or later",
                     previous.version,
-                    needed.apply(&previous.version)
                 )));
             }
         }

@@ -13,12 +13,17 @@
 //! }
 //! ```
 //!
-//! Record or refresh snapshots with `BAE_EVENTS_LOCK=update cargo test`: the derive writes
-//! each event's fields at compile time, this check writes its schema at run time.
+//! Record or refresh snapshots with `BAE_EVENTS_LOCK=update cargo test`: in update mode
+//! this check writes each event's snapshot, both the fields the derive compares and the
+//! full schema. The derive only reads snapshots; it never writes a file.
+//!
+//! The file format and the version rules live in the `better-auth-events-lock` crate,
+//! which the derive uses too.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use better_auth_events_lock::{self as lock, FieldShape, Snapshot};
 use semver::Version;
 use serde_json::Value;
 
@@ -27,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::event::registered_events;
 
 /// The environment variable that turns on update mode (`update` or `overwrite`).
-pub const UPDATE_VAR: &str = "BAE_EVENTS_LOCK";
+pub const UPDATE_VAR: &str = lock::UPDATE_VAR;
 
 /// What [`check_snapshots`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -63,16 +68,18 @@ impl fmt::Display for SnapshotReport {
 }
 
 /// Checks every derived event against its snapshot in `dir`; in update mode
-/// (`BAE_EVENTS_LOCK=update`) writes the schemas instead.
+/// (`BAE_EVENTS_LOCK=update`) writes every snapshot instead: the fields the derive
+/// compares and the schema, creating `dir` if needed.
 pub fn check_snapshots(dir: impl AsRef<Path>) -> Result<SnapshotReport> {
-    let update = std::env::var(UPDATE_VAR).is_ok_and(|v| v == "update" || v == "overwrite");
-    check_snapshots_with(dir, update)
+    check_snapshots_with(dir, lock::update_mode())
 }
 
-fn read_json(path: &Path) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| Error::Schema(format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| Error::Schema(format!("{} is not valid JSON: {e}", path.display())))
+fn read(path: &Path) -> Result<Snapshot> {
+    Snapshot::read(path).map_err(|e| Error::Schema(e.to_string()))
+}
+
+fn write(path: &Path, snapshot: &Snapshot) -> Result<()> {
+    snapshot.write(path).map(drop).map_err(|e| Error::Schema(e.to_string()))
 }
 
 /// [`check_snapshots`] with update mode given explicitly.
@@ -91,68 +98,58 @@ pub fn check_snapshots_with(dir: impl AsRef<Path>, update: bool) -> Result<Snaps
     let mut problems = Vec::new();
     for event in registered_events() {
         let id = format!("{}@{}", event.name, event.version);
-        let path: PathBuf = dir.join(format!("{id}.json"));
+        let path: PathBuf = dir.join(lock::file_name(event.name, &event.version.to_string()));
         let schema = event.schema.to_value();
-        if !path.is_file() || (update && read_json(&path)?.get("schema").is_none()) {
-            if update {
-                let mut doc = if path.is_file() {
-                    read_json(&path)?
-                } else {
-                    serde_json::json!({ "name": event.name, "version": event.version.to_string(), "type": event.type_name })
-                };
-                record_schema(&mut doc, event.field_shapes, schema.clone());
-                write_json(&path, &doc)?;
+        let recorded = if path.is_file() { Some(read(&path)?) } else { None };
+        if update {
+            let first_schema = recorded.as_ref().is_none_or(|s| s.schema.is_none());
+            let mut snapshot = recorded.unwrap_or_else(|| Snapshot::new(event.name, event.version.to_string()));
+            snapshot.type_name.get_or_insert_with(|| event.type_name.to_owned());
+            snapshot.fields = Some(field_shapes(event.field_shapes));
+            snapshot.schema = Some(schema.clone());
+            write(&path, &snapshot)?;
+            if first_schema {
                 report.migrations.extend(write_migrations(dir, event.name, &event.version, &schema)?);
-                report.written.push(id);
-            } else {
-                report.missing.push(id);
             }
+            report.written.push(id);
             continue;
         }
-        let mut doc = read_json(&path)?;
-        match doc.get("schema") {
-            Some(recorded) if !update => {
-                let diff = compat::check(
-                    recorded,
-                    &schema,
-                    compat::CompatibilityMode::Full,
-                    CheckOptions { closed_by_default: true },
-                );
-                if diff.is_equivalent() {
-                    report.checked.push(id);
-                } else {
-                    let changes: Vec<String> = diff
-                        .differences
-                        .iter()
-                        .filter(|d| d.effect() != compat::Effect::None)
-                        .map(ToString::to_string)
-                        .collect();
-                    problems.push(format!(
-                        "`{}` {} changed since its snapshot {}: {}; a released version never changes, so bump the version",
-                        event.name,
-                        event.version,
-                        path.display(),
-                        changes.join("; ")
-                    ));
-                }
-            }
-            _ if update => {
-                record_schema(&mut doc, event.field_shapes, schema);
-                write_json(&path, &doc)?;
-                report.written.push(id);
-            }
-            _ => report.missing.push(id),
+        let Some(recorded) = recorded.and_then(|s| s.schema) else {
+            report.missing.push(id);
+            continue;
+        };
+        let diff = compat::check(
+            &recorded,
+            &schema,
+            compat::CompatibilityMode::Full,
+            CheckOptions { closed_by_default: true },
+        );
+        if diff.is_equivalent() {
+            report.checked.push(id);
+        } else {
+            let changes: Vec<String> = diff
+                .differences
+                .iter()
+                .filter(|d| d.effect() != compat::Effect::None)
+                .map(ToString::to_string)
+                .collect();
+            problems.push(format!(
+                "`{}` {} changed since its snapshot {}: {}; a released version never changes, so bump the version",
+                event.name,
+                event.version,
+                path.display(),
+                changes.join("; ")
+            ));
         }
     }
     // A new version must also follow the version rules against the newest earlier snapshot.
     if !update {
         for event in registered_events() {
-            let earlier = snapshots_of(dir, event.name).into_iter().rfind(|(v, _)| *v < event.version);
-            let Some((previous, path)) = earlier else { continue };
-            if dir.join(format!("{}@{}.json", event.name, event.version)).is_file() {
+            let Some((previous, path)) = lock::previous_of(dir, event.name, &event.version) else { continue };
+            if dir.join(lock::file_name(event.name, &event.version.to_string())).is_file() {
                 continue;
             }
-            let Some(old) = read_json(&path)?.get("schema").cloned() else { continue };
+            let Some(old) = read(&path)?.schema else { continue };
             let mut registry = super::SchemaRegistry::new();
             registry.register(super::EventSchema {
                 name: event.name.to_owned(),
@@ -181,10 +178,10 @@ pub fn check_snapshots_with(dir: impl AsRef<Path>, update: bool) -> Result<Snaps
 /// In update mode, for a version recorded for the first time: the SQL of the plan from the
 /// newest earlier snapshot, when the plan needs no user code.
 fn write_migrations(dir: &Path, name: &str, version: &Version, schema: &Value) -> Result<Vec<PathBuf>> {
-    let Some((previous, path)) = snapshots_of(dir, name).into_iter().rfind(|(v, _)| v < version) else {
+    let Some((previous, path)) = lock::previous_of(dir, name, version) else {
         return Ok(Vec::new());
     };
-    let Some(old) = read_json(&path)?.get("schema").cloned() else { return Ok(Vec::new()) };
+    let Some(old) = read(&path)?.schema else { return Ok(Vec::new()) };
     let renames: Vec<(String, String)> = crate::event::registrations_by_name()
         .get(name)
         .and_then(|rs| rs.iter().find(|r| r.version == version.to_string()))
@@ -201,37 +198,8 @@ fn write_migrations(dir: &Path, name: &str, version: &Version, schema: &Value) -
     Ok(out)
 }
 
-/// Puts `schema` into a snapshot document, and the fields the derive compares at compile
-/// time when the document has none yet (the crate may not have been recompiled in update
-/// mode: cargo does not rebuild for an environment variable).
-fn record_schema(doc: &mut Value, shapes: &[(&str, &str, bool)], schema: Value) {
-    let Some(map) = doc.as_object_mut() else { return };
-    map.entry("fields").or_insert_with(|| {
-        shapes
-            .iter()
-            .map(|(key, ty, optional)| serde_json::json!({ "key": key, "type": ty, "optional": optional }))
-            .collect()
-    });
-    map.insert("schema".into(), schema);
-}
-
-fn write_json(path: &Path, doc: &Value) -> Result<()> {
-    let text = serde_json::to_string_pretty(doc).map_err(|e| Error::Schema(e.to_string()))? + "\n";
-    std::fs::write(path, text).map_err(|e| Error::Schema(format!("cannot write {}: {e}", path.display())))
-}
-
-fn snapshots_of(dir: &Path, name: &str) -> Vec<(Version, PathBuf)> {
-    let prefix = format!("{name}@");
-    let mut out: Vec<(Version, PathBuf)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let file = entry.file_name().to_string_lossy().into_owned();
-            let v = file.strip_prefix(&prefix)?.strip_suffix(".json")?;
-            Some((Version::parse(v).ok()?, entry.path()))
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+/// The fields the derive compares at compile time, as the derive recorded them in
+/// `TypedEvent::FIELD_SHAPES`.
+fn field_shapes(shapes: &[(&str, &str, bool)]) -> Vec<FieldShape> {
+    shapes.iter().map(|(key, ty, optional)| FieldShape::new(*key, *ty, *optional)).collect()
 }

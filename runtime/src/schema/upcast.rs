@@ -54,6 +54,45 @@ pub enum UpcastKind {
     Manual(fn(Value) -> std::result::Result<Value, String>),
 }
 
+/// The previous version of an event, as `#[event(previous = ..)]` declares it.
+///
+/// The derive implements it once per event with a `previous`, so a `previous` that is not
+/// an event is one error at that impl; the checks and the registration below go through
+/// this trait and add none.
+#[doc(hidden)]
+pub trait PreviousVersion: TypedEvent {
+    /// The type of the previous version.
+    type Previous: TypedEvent;
+}
+
+/// Whether two names are equal, in a `const` context.
+const fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether `N`'s previous version has `N`'s name, in a `const` context.
+#[doc(hidden)]
+pub const fn previous_is_same_event<N: PreviousVersion>() -> bool {
+    same_name(<N::Previous as TypedEvent>::NAME, N::NAME)
+}
+
+/// Whether `N`'s previous version has a lower version than `N`, in a `const` context.
+#[doc(hidden)]
+pub const fn previous_is_earlier<N: PreviousVersion>() -> bool {
+    better_auth_events_lock::version_precedes(<N::Previous as TypedEvent>::VERSION, N::VERSION)
+}
+
 /// A program-wide registration submitted by `#[event(previous = ..)]`.
 #[doc(hidden)]
 #[derive(Clone, Copy)]
@@ -86,6 +125,16 @@ impl UpcasterRegistration {
                 renames: N::RENAMED_FIELDS,
             },
         }
+    }
+
+    /// A generated upcaster from `N`'s previous version to `N`.
+    pub const fn auto_of<N: PreviousVersion>() -> Self {
+        Self::auto::<N::Previous, N>()
+    }
+
+    /// A user-written upcaster from `N`'s previous version to `N`.
+    pub const fn manual_of<N: PreviousVersion + Upcast<N::Previous>>() -> Self {
+        Self::manual::<N::Previous, N>()
     }
 
     /// A user-written upcaster from `P` to `N`.

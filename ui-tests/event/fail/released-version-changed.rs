@@ -8,4 +8,13 @@ struct UserCreated {
     email: String,
 }
 
-fn main() {}
+// The failed check is the only error: the type is still an event to the rest of the crate.
+#[handler]
+async fn on_user_created(e: &UserCreated) -> Result<(), HandlerError> {
+    let _ = e;
+    Ok(())
+}
+
+fn main() {
+    let _ = <UserCreated as better_auth_events::TypedEvent>::NAME;
+}

@@ -6,4 +6,11 @@ struct UserCreated {
     user_id: String,
 }
 
+// The attribute is the only error: the type is still an event to the rest of the crate.
+#[handler]
+async fn on_user_created(e: &UserCreated) -> Result<(), HandlerError> {
+    let _ = e;
+    Ok(())
+}
+
 fn main() {}
