@@ -89,48 +89,8 @@ pub mod __private {
         HandlerSpec, IntoHandlerResult, RetryPolicy,
     };
 
-    /// Asserts at compile time that a handler's event type is an event.
-    pub const fn assert_event<T: TypedEvent>() {}
-
-    /// Asserts at compile time that a handler's argument can be extracted.
-    pub const fn assert_from_context<T: FromContext>() {}
-
-    /// Asserts at compile time that a handler's return type is a `Result<(), E>`.
-    pub fn assert_handler_result<T: IntoHandlerResult>() {}
-
     /// The `Duration` of a literal checked by the macro.
     pub const fn duration(secs: u64, nanos: u32) -> Duration {
         Duration::new(secs, nanos)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::__private::version_precedes;
-
-    #[test]
-    fn version_precedes_orders_like_semver() {
-        let ordered = [
-            "0.9.9",
-            "1.0.0-alpha",
-            "1.0.0-alpha.1",
-            "1.0.0-beta",
-            "1.0.0",
-            "1.0.1",
-            "1.2.0",
-            "1.10.0",
-            "2.0.0+build.7",
-            "10.0.0",
-        ];
-        for (i, a) in ordered.iter().enumerate() {
-            for (j, b) in ordered.iter().enumerate() {
-                let expected = i < j;
-                let got = version_precedes(a, b);
-                assert_eq!(got, expected, "{a} precedes {b}: expected {expected}, got {got}");
-                let parsed = semver::Version::parse(a).unwrap() < semver::Version::parse(b).unwrap();
-                assert_eq!(got, parsed, "{a} < {b} disagrees with the semver crate");
-            }
-        }
-        assert!(!version_precedes("1.0.0", "1.0.0+build"), "build metadata is ignored");
     }
 }

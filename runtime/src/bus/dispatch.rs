@@ -10,6 +10,9 @@ use std::sync::Arc;
 
 use super::validation::validate_dynamic;
 use super::{EmitReceipt, EmitStatus, EventBus, IntoEnvelope};
+use futures::future::BoxFuture;
+
+use crate::delivery::Delivery;
 use crate::envelope::{DEFAULT_SOURCE, Envelope, Event, SharedEvent};
 use crate::error::{Error, HandlerError, Result};
 use crate::event::EventData;
@@ -50,13 +53,19 @@ impl EventBus {
             receipt.position = Some(store.append(&env).await?.position());
         }
         if let Some(route) = async_route {
-            receipt.async_deliveries = self.hand_over(env, route).await?;
+            let (n, pending) = self.hand_over(env, &route)?;
+            drop(route);
+            if let Some(pending) = pending {
+                pending.await?;
+            }
+            receipt.async_deliveries = n;
         }
         Ok(receipt)
     }
 
     /// What every event gets before the middleware: the bus must be usable, the event
     /// gets the bus's source if it has none, and a dynamic event is validated.
+    #[inline]
     pub(super) fn prepare(&self, env: &mut Envelope<dyn EventData>) -> Result<()> {
         self.check_usable()?;
         let inner = &*self.inner;
@@ -88,6 +97,7 @@ impl EventBus {
     /// Runs the inline handlers of `route` on `env`: its sync handlers, and in
     /// [`Phase::AllInline`] its async ones too. The first error stops the emit
     /// ([`Error::Handler`]). Returns how many ran.
+    #[inline]
     pub(super) fn run_inline<'a>(
         &'a self,
         env: &'a Envelope<dyn EventData>,
@@ -127,7 +137,8 @@ impl EventBus {
             replay: env.metadata.replay,
             deps: None,
         };
-        let mut conversions = Conversions::default();
+        // Made on the first handler that takes another payload type; most emits have none.
+        let mut conversions: Option<Box<Conversions>> = None;
         let mut succeeded = 0;
         for h in handlers {
             if h.inner.uses_context && ctx.deps.is_none() {
@@ -141,17 +152,8 @@ impl EventBus {
             let result = if plain {
                 caught(h.call_caught(env, &ctx).await)
             } else {
-                match conversions.for_handler(h, env, payload) {
-                    Ok(converted) => {
-                        let env = converted.as_ref().map_or(env, |c| &c.env);
-                        if delivery_env.track_cause {
-                            crate::cause::with_cause(env, h.invoke(env, &ctx)).await
-                        } else {
-                            h.invoke(env, &ctx).await
-                        }
-                    }
-                    Err(e) => Err(e),
-                }
+                let conversions = conversions.get_or_insert_default();
+                Box::pin(self.invoke_converted(h, env, payload, &ctx, conversions)).await
             };
             let ok = result.is_ok();
             on_result(h, result)?;
@@ -162,6 +164,26 @@ impl EventBus {
         Ok(succeeded)
     }
 
+    /// A handler as [`EventBus::run_handlers`] calls it outside its usual path: it takes
+    /// another payload type (converted once per type into `conversions`), has a timeout,
+    /// or runs under a middleware that reads the cause.
+    async fn invoke_converted(
+        &self,
+        h: &Handler,
+        env: &Envelope<dyn EventData>,
+        payload: Option<TypeId>,
+        ctx: &HandlerContext,
+        conversions: &mut Conversions,
+    ) -> std::result::Result<(), HandlerError> {
+        let converted = conversions.for_handler(h, env, payload)?;
+        let env = converted.as_ref().map_or(env, |c| &c.env);
+        if self.inner.delivery_env.track_cause {
+            crate::cause::with_cause(env, h.invoke(env, ctx)).await
+        } else {
+            h.invoke(env, ctx).await
+        }
+    }
+
     /// The handlers registered for the events named `name`.
     pub(crate) fn route_for(&self, name: &str) -> Option<Arc<Route>> {
         self.inner.routes.load().by_name(name).cloned()
@@ -169,8 +191,15 @@ impl EventBus {
 
     /// Hands the event to the async backend: one delivery per async handler of `route`,
     /// all sharing one copy of the event (converted once per payload type for handlers
-    /// that take another type). Returns how many deliveries there are.
-    pub(super) async fn hand_over<T: EventData>(&self, env: Envelope<T>, route: Arc<Route>) -> Result<usize> {
+    /// that take another type). Returns how many deliveries there are, and the backend's
+    /// future to await when it could not take them at once (its queue is full, or it takes
+    /// deliveries only asynchronously). The deliveries are made here, before any await, so
+    /// an emit's future never holds the event twice.
+    pub(super) fn hand_over<T: EventData>(
+        &self,
+        env: Envelope<T>,
+        route: &Route,
+    ) -> Result<(usize, Option<BoxFuture<'_, Result<()>>>)> {
         let shared: Arc<SharedEvent> = SharedEvent::new(env);
         let payload = payload_type(&shared.env);
         let mut conversions = Conversions::default();
@@ -188,21 +217,20 @@ impl EventBus {
                     });
                 }
             };
-            deliveries.push(crate::delivery::Delivery { event, target: Arc::clone(target) });
+            deliveries.push(Delivery { event, target: Arc::clone(target) });
         }
         let n = deliveries.len();
         let backend = &*self.inner.backend;
-        if n == 1
-            && let Some(delivery) = deliveries.pop()
-        {
-            // The usual case: the backend takes one delivery at once when it can.
-            if let Some(delivery) = backend.try_publish(delivery)? {
-                backend.publish(delivery).await?;
+        let pending = match deliveries.pop() {
+            // The usual case, one async handler: the backend takes it at once when it can.
+            Some(only) if deliveries.is_empty() => backend.try_publish(only)?.map(|d| backend.publish(d)),
+            Some(last) => {
+                deliveries.push(last);
+                Some(backend.publish_all(deliveries))
             }
-        } else {
-            backend.publish_all(deliveries).await?;
-        }
-        Ok(n)
+            None => None,
+        };
+        Ok((n, pending))
     }
 }
 

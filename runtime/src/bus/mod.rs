@@ -44,6 +44,7 @@ pub trait IntoEnvelope: Send + Sized + 'static {
 impl<T: TypedEvent> IntoEnvelope for T {
     type Data = T;
 
+    #[inline]
     fn into_envelope(self) -> Envelope<T> {
         Envelope::of(self)
     }
@@ -52,6 +53,7 @@ impl<T: TypedEvent> IntoEnvelope for T {
 impl<T: EventData> IntoEnvelope for Envelope<T> {
     type Data = T;
 
+    #[inline]
     fn into_envelope(self) -> Envelope<T> {
         self
     }
@@ -91,6 +93,7 @@ pub struct EmitReceipt {
 }
 
 impl EmitReceipt {
+    #[inline]
     fn emitted<T: ?Sized>(env: &Envelope<T>, handlers_run: usize) -> Self {
         Self {
             id: env.id,
@@ -359,7 +362,11 @@ impl EventBus {
         }
         for (env, route, index) in kept {
             if let Some(route) = route {
-                receipts[index].async_deliveries = self.hand_over(env, route).await?;
+                let (n, pending) = self.hand_over(env, &route)?;
+                if let Some(pending) = pending {
+                    pending.await?;
+                }
+                receipts[index].async_deliveries = n;
             }
         }
         Ok(receipts)
@@ -379,6 +386,7 @@ impl EventBus {
 
     /// The error of a bus that cannot take events: shut down, or built from a configuration
     /// that failed its checks.
+    #[inline]
     fn check_usable(&self) -> Result<()> {
         if let Some(reason) = &self.inner.broken {
             return Err(Error::Config(format!(
