@@ -296,6 +296,22 @@ async fn appenders_in_separate_stores_keep_commit_order_for_a_tail_reader() {
     assert_eq!(writers[0].query().event_type("test.pg.concurrent").count().await.expect("count"), total as u64);
 }
 
+/// Whether a session waits for the advisory lock `key` (`pg_locks` splits a `bigint` key
+/// into `classid`, its high 32 bits, and `objid`, its low 32 bits).
+async fn waits_for_advisory_lock(conn: &mut sqlx::PgConnection, key: i64) -> bool {
+    let bits = key as u64;
+    let (high, low) = ((bits >> 32) as i64, (bits & 0xffff_ffff) as i64);
+    sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+         AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1)",
+    )
+    .bind(high)
+    .bind(low)
+    .fetch_one(conn)
+    .await
+    .expect("read pg_locks")
+}
+
 /// The mechanism behind commit order, checked directly: an append waits while another
 /// session holds the store's advisory lock; readers do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,7 +324,14 @@ async fn an_append_waits_for_the_advisory_lock_and_readers_do_not() {
 
     let appender = store.clone();
     let append = tokio::spawn(async move { append_all(&appender, &[dynamic(1)]).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The server shows the append's session waiting for the lock; until then, the append
+    // has not reached it or (a failure) went past it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !waits_for_advisory_lock(&mut holder, store.lock_key()).await {
+        assert!(!append.is_finished(), "the append must wait for the lock");
+        assert!(Instant::now() < deadline, "no session waited for the store's advisory lock within 30 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(!append.is_finished(), "the append must wait for the lock");
     // Reads go on meanwhile.
     let read = tokio::time::timeout(Duration::from_secs(5), store.fetch(EventQuery::all())).await;
