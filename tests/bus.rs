@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use better_auth_events::prelude::*;
-use better_auth_events::{DeliveryFailure, EmitStatus, Error, Handler, ShutdownReport, UnfinishedDelivery};
+use better_auth_events::{DeliveryFailure, EmitStatus, Error, ErrorChain, Handler, ShutdownReport, UnfinishedDelivery};
 use tokio::sync::Notify;
 
 #[derive(Event, Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
@@ -115,7 +115,8 @@ async fn the_first_sync_error_vetoes_the_emit_and_stops_later_handlers() {
         }
         other => panic!("expected a handler error, got {other:?}"),
     }
-    assert_eq!(err.to_string(), "handler `veto` failed for event `test.signup`: veto says no");
+    assert_eq!(err.to_string(), "handler `veto` failed for event `test.signup`");
+    assert_eq!(ErrorChain(&err).to_string(), "handler `veto` failed for event `test.signup`: veto says no");
     assert_eq!(entries(&log), ["first:bad@spam.example", "veto:bad@spam.example"]);
     // A vetoed event is neither stored nor handed to async handlers.
     assert_eq!(store.query().count().await.unwrap(), 0);
@@ -929,7 +930,8 @@ async fn a_store_failure_is_a_store_error_and_the_event_is_not_emitted() {
     let ran = Arc::new(AtomicUsize::new(0));
     let bus = EventBus::builder().store(DownStore).handler(counting::<Job>("after", &ran)).build().await.unwrap();
     let err = bus.emit(Job { n: 1 }).await.unwrap_err();
-    assert_eq!(err.to_string(), "event store `down` failed: connection refused");
+    assert_eq!(err.to_string(), "event store `down` failed");
+    assert_eq!(ErrorChain(&err).to_string(), "event store `down` failed: connection refused");
     bus.shutdown(Duration::from_secs(1)).await.unwrap();
     assert_eq!(ran.load(Ordering::SeqCst), 0, "async handlers never saw an event the store refused");
 }

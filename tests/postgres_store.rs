@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use better_auth_events::prelude::*;
 use better_auth_events::store::PostgresStore;
-use better_auth_events::{AppendOutcome, Error, EventQuery, StoredEvent};
+use better_auth_events::{AppendOutcome, Error, ErrorChain, EventQuery, StoredEvent};
 use sqlx::Connection;
 use support::postgres::{START, Schema, url};
 
@@ -46,7 +46,7 @@ async fn an_unreachable_server_is_a_store_error_naming_the_url_and_the_cause() {
         .expect_err("nothing listens on port 1");
     assert!(started.elapsed() < Duration::from_secs(5), "a refused connection is reported at once");
     assert!(matches!(err, Error::Store { .. }), "{err:?}");
-    let msg = err.to_string();
+    let msg = ErrorChain(&err).to_string();
     assert!(msg.contains("cannot connect to PostgreSQL at postgres://app:***@127.0.0.1:1/test"), "{msg}");
     assert!(msg.to_lowercase().contains("refused"), "the cause is named: {msg}");
     assert!(!msg.contains("s3cret"), "the password is not shown: {msg}");
@@ -58,7 +58,7 @@ async fn an_invalid_url_is_a_store_error_naming_it() {
     for bad in ["mysql://127.0.0.1/test", "127.0.0.1:5432", "postgres//127.0.0.1/test"] {
         let err = PostgresStore::builder(bad).schema(&schema.0).build().await.expect_err(bad);
         assert!(matches!(err, Error::Store { .. }), "{err:?}");
-        assert!(err.to_string().contains(&format!("invalid PostgreSQL URL `{bad}`")), "{err}");
+        assert!(ErrorChain(&err).to_string().contains(&format!("invalid PostgreSQL URL `{bad}`")), "{err:?}");
     }
 }
 
@@ -67,7 +67,7 @@ async fn a_bad_schema_name_is_rejected_with_a_clear_message() {
     for bad in ["events; DROP TABLE users", "a\"b", "", "1st", "pg_events", "my-events"] {
         let err = PostgresStore::builder(url()).schema(bad).build().await.expect_err(bad);
         assert!(matches!(err, Error::Config(_)), "{bad}: {err:?}");
-        let msg = err.to_string();
+        let msg = ErrorChain(&err).to_string();
         assert!(msg.contains(&format!("invalid PostgresStore schema name `{bad}`")), "{msg}");
         assert!(msg.contains("use ASCII letters, digits and `_`"), "{msg}");
     }

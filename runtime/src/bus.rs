@@ -905,7 +905,7 @@ impl Conversions {
                 let d = env.to_dynamic().map_err(|e| crate::HandlerError::EventMismatch {
                     event_type: env.event_type.to_string(),
                     expected: "serde_json::Value",
-                    reason: e.to_string(),
+                    reason: crate::ErrorChain(&e).to_string(),
                 })?;
                 &**self.dynamic.insert(Box::new(d))
             }
@@ -949,7 +949,7 @@ fn validate_dynamic<T: EventData>(
             Ok(())
         }
         Err(e) if validation.mode == ValidationMode::Lenient => {
-            tracing::warn!(target: "better_auth_events", event_id = %env.id, "invalid dynamic event let through (lenient validation): {e}");
+            tracing::warn!(target: "better_auth_events", event_id = %env.id, "invalid dynamic event let through (lenient validation): {}", crate::ErrorChain(&e));
             Ok(())
         }
         Err(e) => Err(e),
@@ -959,7 +959,9 @@ fn validate_dynamic<T: EventData>(
 /// The registry of every `#[derive(Event)]` type, built once per process.
 fn default_registry() -> Arc<SchemaRegistry> {
     static DEFAULT: std::sync::OnceLock<std::result::Result<Arc<SchemaRegistry>, String>> = std::sync::OnceLock::new();
-    match DEFAULT.get_or_init(|| SchemaRegistry::from_registered_events().map(Arc::new).map_err(|e| e.to_string())) {
+    match DEFAULT.get_or_init(|| {
+        SchemaRegistry::from_registered_events().map(Arc::new).map_err(|e| crate::ErrorChain(&e).to_string())
+    }) {
         Ok(r) => Arc::clone(r),
         Err(e) => {
             tracing::error!(target: "better_auth_events", "the schemas of the derived events conflict, so dynamic events are not validated: {e}");

@@ -29,7 +29,7 @@ pub use bus::{
     current_cause,
 };
 pub use envelope::{DEFAULT_SOURCE, Envelope, Event, EventMetadata, SPEC_VERSION, ext, new_event_id};
-pub use error::{BoxError, Error, HandlerError, Result};
+pub use error::{BoxError, Error, ErrorChain, HandlerError, Result};
 pub use event::{EventData, EventInfo, EventRegistration, TypedEvent, registered_events};
 pub use event_type::EventType;
 pub use handler::{
