@@ -182,7 +182,14 @@ macro_rules! dispatch_body {
         };
         // Made only now: a receipt alive across the awaits above would take room in
         // every state of this future.
-        let mut receipt = EmitReceipt::emitted(&$env, handlers_run, position);
+        let mut receipt = if route.is_none() {
+            // The envelope ends here: its type moves into the receipt rather than being
+            // copied (a custom name is a `String`); a unit variant takes its place.
+            let event_type = std::mem::replace(&mut $env.event_type, EventType::UserCreated);
+            EmitReceipt { id: $env.id, event_type, status: EmitStatus::Emitted, handlers_run, async_deliveries: 0, position }
+        } else {
+            EmitReceipt::emitted(&$env, handlers_run, position)
+        };
         if let Some(route) = route {
             let (n, sent) = $bus.publish_async($env, route)?;
             if let Some(sent) = sent {
@@ -377,12 +384,12 @@ impl RouteTable {
         Self { handlers, routes, by_type }
     }
 
-    /// The route of an event of payload type `T` named `event_type`. A typed event whose
-    /// type is the very one its payload type gives is found by its payload type.
+    /// The route of an event of payload type `T` named `event_type`. A typed event that
+    /// still has its payload type's name is found by its payload type.
     #[inline]
     fn route<T: EventData>(&self, event_type: &EventType) -> Option<&Arc<Route>> {
-        if let Some(own) = T::static_event_type()
-            && event_type.is_identical(&own)
+        if let Some(own) = T::static_event_name()
+            && event_type.as_str() == own
             && let Some(route) = self.by_type.get(&TypeId::of::<T>())
         {
             return Some(route);

@@ -34,12 +34,19 @@ pub trait TypedEvent: Serialize + DeserializeOwned + schemars::JsonSchema + Send
     #[doc(hidden)]
     const FIELD_SHAPES: &'static [(&'static str, &'static str, bool)] = &[];
 
-    /// The [`crate::EventType`] of this event, computed at compile time.
-    const EVENT_TYPE: crate::EventType = crate::EventType::from_static(Self::NAME);
+    /// The built-in [`crate::EventType`] of this event, or `None` when its name is custom;
+    /// computed at compile time.
+    #[doc(hidden)]
+    const BUILT_IN_EVENT_TYPE: Option<crate::EventType> = crate::EventType::built_in_named(Self::NAME);
 
-    /// The [`crate::EventType`] of this event.
+    /// The [`crate::EventType`] of this event: its built-in variant, or
+    /// [`crate::EventType::Custom`] with a copy of [`TypedEvent::NAME`].
+    #[inline]
     fn event_type() -> crate::EventType {
-        Self::EVENT_TYPE
+        match Self::BUILT_IN_EVENT_TYPE {
+            Some(built_in) => built_in,
+            None => crate::EventType::Custom(Self::NAME.to_owned()),
+        }
     }
 
     /// The JSON Schema of this event's payload.
@@ -82,11 +89,11 @@ pub trait EventData: Any + Send + Sync {
         false
     }
 
-    /// The event type of every envelope `Envelope::of` makes for this payload type
+    /// The event name of every envelope `Envelope::of` makes for this payload type
     /// (`None` for dynamic payloads), so that an emit can find its handlers by the
     /// payload's type rather than by hashing its name.
     #[doc(hidden)]
-    fn static_event_type() -> Option<crate::EventType>
+    fn static_event_name() -> Option<&'static str>
     where
         Self: Sized,
     {
@@ -96,8 +103,8 @@ pub trait EventData: Any + Send + Sync {
 
 impl<T: TypedEvent> EventData for T {
     #[inline]
-    fn static_event_type() -> Option<crate::EventType> {
-        Some(T::EVENT_TYPE)
+    fn static_event_name() -> Option<&'static str> {
+        Some(T::NAME)
     }
 
     fn to_json(&self) -> Result<Value, serde_json::Error> {

@@ -637,7 +637,7 @@ impl Handler {
         f: F,
     ) -> Self {
         let event_name: Cow<'static, str> = match event_type.into() {
-            crate::EventType::Custom(name) => name,
+            crate::EventType::Custom(name) => Cow::Owned(name),
             built_in => Cow::Owned(built_in.as_str().to_owned()),
         };
         let name = closure_name(&options, &event_name);
