@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use better_auth_events::auth::{AfterSignup, BeforeSignup, UserCreated};
 use better_auth_events::prelude::*;
-use better_auth_events::{DeliveryFailure, Error};
+use better_auth_events::{DeliveryFailure, Error, ErrorChain};
 use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
 
@@ -139,7 +139,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .on_failure(|failure: &DeliveryFailure| {
             eprintln!(
                 "gave up on `{}` for event {} after {} attempts: {}",
-                failure.handler, failure.event_id, failure.attempts, failure.error
+                failure.handler,
+                failure.event_id,
+                failure.attempts,
+                ErrorChain(failure.error)
             );
         })
         .try_build()
@@ -149,7 +152,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (email, name) in [("ann@example.com", "Ann"), ("bob@spam.example", "Bob")] {
         match sign_up(&bus, &users, email, name).await {
             Ok(user_id) => println!("signed up {email} as {user_id}"),
-            Err(e @ Error::Handler { .. }) => println!("sign-up of {email} refused: {e}"),
+            Err(e @ Error::Handler { .. }) => println!("sign-up of {email} refused: {}", ErrorChain(&e)),
             Err(e) => return Err(e.into()),
         }
     }

@@ -74,13 +74,13 @@ pub use better_auth_events_macros::{Event, handler};
 pub use better_auth_events_runtime::{
     AppendOutcome, AsyncBackend, Backoff, BackpressurePolicy, BatchConfig, BoxError, BusStats, Cause,
     CorrelationMiddleware, DEFAULT_SOURCE, Delivery, DeliveryFailure, Dep, DepRequirement, Dependencies, DynHandlerFn,
-    EmitReceipt, EmitStatus, Envelope, Error, Event, EventBus, EventBusBuilder, EventData, EventError, EventHandler,
-    EventInfo, EventMetadata, EventMiddleware, EventQuery, EventRegistration, EventStore, EventType, Flow, FromContext,
-    Handler, HandlerContext, HandlerError, HandlerFuture, HandlerMode, HandlerOptions, IntoEnvelope, IntoHandlerResult,
-    MemoryStore, Order, QueryBuilder, ReplayBuilder, ReplayEngine, ReplayFailure, ReplayProgress, ReplayReport, Result,
-    RetryPolicy, SPEC_VERSION, ShutdownReport, StoredEvent, TracingMiddleware, TypedEvent, TypedHandlerFn,
-    UnfinishedDelivery, ValidationMode, WorkerPool, WorkerPoolConfig, async_trait, current_cause, ext, new_event_id,
-    registered_events, registered_handlers, replay, schema, store,
+    EmitReceipt, EmitStatus, Envelope, Error, ErrorChain, Event, EventBus, EventBusBuilder, EventData, EventError,
+    EventHandler, EventInfo, EventMetadata, EventMiddleware, EventQuery, EventRegistration, EventStore, EventType,
+    Flow, FromContext, Handler, HandlerContext, HandlerError, HandlerFuture, HandlerMode, HandlerOptions, IntoEnvelope,
+    IntoHandlerResult, MemoryStore, Order, QueryBuilder, ReplayBuilder, ReplayEngine, ReplayFailure, ReplayProgress,
+    ReplayReport, Result, RetryPolicy, SPEC_VERSION, ShutdownReport, StoredEvent, TracingMiddleware, TypedEvent,
+    TypedHandlerFn, UnfinishedDelivery, ValidationMode, WorkerPool, WorkerPoolConfig, async_trait, current_cause, ext,
+    new_event_id, registered_events, registered_handlers, replay, schema, store,
 };
 /// The time types of envelopes and queries (`DateTime<Utc>`), re-exported.
 pub use chrono;

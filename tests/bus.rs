@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use better_auth_events::prelude::*;
-use better_auth_events::{DeliveryFailure, EmitStatus, Error, Handler, ShutdownReport, UnfinishedDelivery};
+use better_auth_events::{DeliveryFailure, EmitStatus, Error, ErrorChain, Handler, ShutdownReport, UnfinishedDelivery};
 use tokio::sync::Notify;
 
 #[derive(Event, Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
@@ -52,14 +52,26 @@ fn counting<E: TypedEvent>(name: &'static str, runs: &Arc<AtomicUsize>) -> Handl
     })
 }
 
+/// Polls `count` every few milliseconds until it reaches `n`; fails after 30 s.
 async fn wait_for(count: &AtomicUsize, n: usize) {
-    for _ in 0..500 {
-        if count.load(Ordering::SeqCst) >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while count.load(Ordering::SeqCst) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {n} deliveries happened within 30 s",
+            count.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    panic!("only {} of {n} deliveries happened within 5 s", count.load(Ordering::SeqCst));
+}
+
+/// Pauses the test's clock (the test must run on a current-thread runtime) and returns
+/// once every other task of the runtime is blocked: tokio moves a paused clock forward
+/// only when no task can run, so the 1 ms sleep ends only then. A task seen unfinished
+/// after this is waiting for something, not merely not yet scheduled.
+async fn until_every_task_waits() {
+    tokio::time::pause();
+    tokio::time::sleep(Duration::from_millis(1)).await;
 }
 
 #[tokio::test]
@@ -103,7 +115,8 @@ async fn the_first_sync_error_vetoes_the_emit_and_stops_later_handlers() {
         }
         other => panic!("expected a handler error, got {other:?}"),
     }
-    assert_eq!(err.to_string(), "handler `veto` failed for event `test.signup`: veto says no");
+    assert_eq!(err.to_string(), "handler `veto` failed for event `test.signup`");
+    assert_eq!(ErrorChain(&err).to_string(), "handler `veto` failed for event `test.signup`: veto says no");
     assert_eq!(entries(&log), ["first:bad@spam.example", "veto:bad@spam.example"]);
     // A vetoed event is neither stored nor handed to async handlers.
     assert_eq!(store.query().count().await.unwrap(), 0);
@@ -289,10 +302,13 @@ async fn a_full_queue_waits_up_to_the_configured_time() {
     assert!(matches!(err, Error::Backpressure { waited: Some(_), .. }), "{err}");
     assert!(err.to_string().contains("after waiting 50ms"), "{err}");
 
-    // With room made while it waits, the same emit goes through.
+    // With room made while it waits, the same emit goes through. The clock is paused from
+    // here on, so its 50 ms run out only if nothing else can run (a loaded machine cannot
+    // make them run out before the worker makes room).
     let bus2 = bus.clone();
     let waiting = tokio::spawn(async move { bus2.emit(Job { n: 4 }).await });
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    until_every_task_waits().await;
+    assert!(!waiting.is_finished(), "the fourth emit waits for room");
     gate.notify_one();
     waiting.await.unwrap().expect("room was made within the wait");
     gate.notify_one();
@@ -346,9 +362,12 @@ async fn shutdown_drains_in_flight_work_and_emit_after_it_is_closed() {
 
 #[tokio::test]
 async fn shutdown_reports_what_it_could_not_finish_by_the_deadline() {
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = Arc::clone(&started);
     let bus = EventBus::builder()
         .workers(1)
-        .handler(Handler::typed(HandlerOptions::asynchronous().name("stuck"), async |_: &Envelope<Job>| {
+        .handler(Handler::typed(HandlerOptions::asynchronous().name("stuck"), async move |_: &Envelope<Job>| {
+            s.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_secs(60)).await;
             Ok::<(), HandlerError>(())
         }))
@@ -357,13 +376,15 @@ async fn shutdown_reports_what_it_could_not_finish_by_the_deadline() {
         .unwrap();
     let first = bus.emit(Job { n: 1 }).await.unwrap();
     let second = bus.emit(Job { n: 2 }).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // One delivery interrupted while running, one that never left the queue.
+    wait_for(&started, 1).await;
     let report = bus.shutdown(Duration::from_millis(50)).await.unwrap();
     assert!(!report.is_complete());
     let mut ids: Vec<_> = report.unfinished.iter().map(|u: &UnfinishedDelivery| u.event_id).collect();
     ids.sort();
     assert_eq!(ids, [first.id, second.id]);
     assert!(report.unfinished.iter().all(|u| u.handler == "stuck" && u.event_type == "test.job"));
+    assert_eq!(started.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
@@ -448,7 +469,7 @@ async fn an_emit_waiting_for_room_at_shutdown_is_refused_or_reported_never_lost(
     let second = bus.emit(Job { n: 2 }).await.unwrap(); // queued: the queue is full
     let b = bus.clone();
     let waiting = tokio::spawn(async move { b.emit(Job { n: 3 }).await });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    until_every_task_waits().await;
     assert!(!waiting.is_finished(), "the third emit waits for room");
 
     let report = bus.shutdown(Duration::from_millis(100)).await.unwrap();
@@ -918,7 +939,8 @@ async fn a_store_failure_is_a_store_error_and_the_event_is_not_emitted() {
     let ran = Arc::new(AtomicUsize::new(0));
     let bus = EventBus::builder().store(DownStore).handler(counting::<Job>("after", &ran)).try_build().await.unwrap();
     let err = bus.emit(Job { n: 1 }).await.unwrap_err();
-    assert_eq!(err.to_string(), "event store `down` failed: connection refused");
+    assert_eq!(err.to_string(), "event store `down` failed");
+    assert_eq!(ErrorChain(&err).to_string(), "event store `down` failed: connection refused");
     bus.shutdown(Duration::from_secs(1)).await.unwrap();
     assert_eq!(ran.load(Ordering::SeqCst), 0, "async handlers never saw an event the store refused");
 }

@@ -78,3 +78,48 @@ fn built_in_events_convert_to_their_event_type() {
     assert_eq!(EventType::from(SessionExpired::NAME), EventType::SessionExpired);
     assert_eq!(UserCreated::PII_FIELDS, ["email", "name"]);
 }
+
+#[test]
+fn custom_event_types_are_built_from_a_string_or_a_str() {
+    let from_string = EventType::Custom(String::from("order.placed"));
+    let from_str = EventType::Custom("order.placed".into());
+    assert_eq!(from_string, from_str);
+    assert_eq!(from_string, OrderPlaced::event_type());
+}
+
+/// What a user's `match` on an event type says about it.
+fn describe(event_type: &EventType) -> String {
+    match event_type {
+        EventType::UserCreated => "built in: user created".to_owned(),
+        EventType::Custom(name) => format!("custom: {name}"),
+        other => format!("built in: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_match_on_custom_sees_the_name_of_a_derived_event() {
+    assert_eq!(describe(&OrderPlaced::event_type()), "custom: order.placed");
+    assert_eq!(describe(&Envelope::of(OrderPlaced::default_for_test()).event_type), "custom: order.placed");
+    assert_eq!(describe(&ProfileViewed::event_type()), "custom: profile.viewed");
+
+    // And on the envelope a handler gets from an emit.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = std::sync::Arc::clone(&seen);
+    let bus = EventBus::new();
+    bus.subscribe(async move |e: &Envelope<OrderPlaced>| {
+        s.lock().unwrap().push(describe(&e.event_type));
+        Ok::<(), HandlerError>(())
+    })
+    .await
+    .unwrap();
+    let receipt = bus.emit(OrderPlaced::default_for_test()).await.unwrap();
+    assert_eq!(receipt.handlers_run, 1);
+    assert_eq!(describe(&receipt.event_type), "custom: order.placed");
+    assert_eq!(*seen.lock().unwrap(), ["custom: order.placed"]);
+}
+
+impl OrderPlaced {
+    fn default_for_test() -> Self {
+        Self { order_id: "o1".into(), email: "a@b.c".into(), amount_cents: 100 }
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use better_auth_events::prelude::*;
-use better_auth_events::{Backoff, Error, Handler, HandlerMode};
+use better_auth_events::{Backoff, Error, ErrorChain, Handler, HandlerMode};
 
 #[derive(Event, Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
 #[event(name = "macro.signup")]
@@ -124,7 +124,7 @@ async fn sync_veto_async_mail_and_envelope_arguments() {
 
     let err = bus.emit(Signup { email: "bob@banned.example".into() }).await.unwrap_err();
     assert_eq!(
-        err.to_string(),
+        ErrorChain(&err).to_string(),
         "handler `deny_banned` failed for event `macro.signup`: e-mail domain of bob@banned.example is banned"
     );
 

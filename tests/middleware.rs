@@ -221,11 +221,10 @@ async fn the_correlation_middleware_fills_correlation_and_causation_ids() {
 
     let plain = bus.emit(login()).await.unwrap();
     // Wait for the async follow-up (a shut-down bus would refuse it with `Closed`).
-    for _ in 0..500 {
-        if follow_ups.lock().unwrap().len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while follow_ups.lock().unwrap().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the async follow-up was not emitted within 30 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     bus.shutdown(Duration::from_secs(5)).await.unwrap();
     let follow_ups = follow_ups.lock().unwrap().clone();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use better_auth_events::prelude::*;
 use better_auth_events::store::PostgresStore;
-use better_auth_events::{AppendOutcome, Error, EventQuery, StoredEvent};
+use better_auth_events::{AppendOutcome, Error, ErrorChain, EventQuery, StoredEvent};
 use sqlx::Connection;
 use support::postgres::{START, Schema, url};
 
@@ -46,7 +46,7 @@ async fn an_unreachable_server_is_a_store_error_naming_the_url_and_the_cause() {
         .expect_err("nothing listens on port 1");
     assert!(started.elapsed() < Duration::from_secs(5), "a refused connection is reported at once");
     assert!(matches!(err, Error::Store { .. }), "{err:?}");
-    let msg = err.to_string();
+    let msg = ErrorChain(&err).to_string();
     assert!(msg.contains("cannot connect to PostgreSQL at postgres://app:***@127.0.0.1:1/test"), "{msg}");
     assert!(msg.to_lowercase().contains("refused"), "the cause is named: {msg}");
     assert!(!msg.contains("s3cret"), "the password is not shown: {msg}");
@@ -58,7 +58,7 @@ async fn an_invalid_url_is_a_store_error_naming_it() {
     for bad in ["mysql://127.0.0.1/test", "127.0.0.1:5432", "postgres//127.0.0.1/test"] {
         let err = PostgresStore::builder(bad).schema(&schema.0).build().await.expect_err(bad);
         assert!(matches!(err, Error::Store { .. }), "{err:?}");
-        assert!(err.to_string().contains(&format!("invalid PostgreSQL URL `{bad}`")), "{err}");
+        assert!(ErrorChain(&err).to_string().contains(&format!("invalid PostgreSQL URL `{bad}`")), "{err:?}");
     }
 }
 
@@ -67,7 +67,7 @@ async fn a_bad_schema_name_is_rejected_with_a_clear_message() {
     for bad in ["events; DROP TABLE users", "a\"b", "", "1st", "pg_events", "my-events"] {
         let err = PostgresStore::builder(url()).schema(bad).build().await.expect_err(bad);
         assert!(matches!(err, Error::Config(_)), "{bad}: {err:?}");
-        let msg = err.to_string();
+        let msg = ErrorChain(&err).to_string();
         assert!(msg.contains(&format!("invalid PostgresStore schema name `{bad}`")), "{msg}");
         assert!(msg.contains("use ASCII letters, digits and `_`"), "{msg}");
     }
@@ -296,6 +296,22 @@ async fn appenders_in_separate_stores_keep_commit_order_for_a_tail_reader() {
     assert_eq!(writers[0].query().event_type("test.pg.concurrent").count().await.expect("count"), total as u64);
 }
 
+/// Whether a session waits for the advisory lock `key` (`pg_locks` splits a `bigint` key
+/// into `classid`, its high 32 bits, and `objid`, its low 32 bits).
+async fn waits_for_advisory_lock(conn: &mut sqlx::PgConnection, key: i64) -> bool {
+    let bits = key as u64;
+    let (high, low) = ((bits >> 32) as i64, (bits & 0xffff_ffff) as i64);
+    sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+         AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1)",
+    )
+    .bind(high)
+    .bind(low)
+    .fetch_one(conn)
+    .await
+    .expect("read pg_locks")
+}
+
 /// The mechanism behind commit order, checked directly: an append waits while another
 /// session holds the store's advisory lock; readers do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,7 +324,14 @@ async fn an_append_waits_for_the_advisory_lock_and_readers_do_not() {
 
     let appender = store.clone();
     let append = tokio::spawn(async move { append_all(&appender, &[dynamic(1)]).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The server shows the append's session waiting for the lock; until then, the append
+    // has not reached it or (a failure) went past it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !waits_for_advisory_lock(&mut holder, store.lock_key()).await {
+        assert!(!append.is_finished(), "the append must wait for the lock");
+        assert!(Instant::now() < deadline, "no session waited for the store's advisory lock within 30 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(!append.is_finished(), "the append must wait for the lock");
     // Reads go on meanwhile.
     let read = tokio::time::timeout(Duration::from_secs(5), store.fetch(EventQuery::all())).await;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use better_auth_events::prelude::*;
 use better_auth_events::store::RedisStore;
-use better_auth_events::{AppendOutcome, Error, EventQuery};
+use better_auth_events::{AppendOutcome, Error, ErrorChain, EventQuery};
 use support::redis::{Prefix, START, addr, url};
 use support::resp::{Raw, Reply};
 
@@ -49,13 +49,13 @@ async fn an_unreachable_server_is_a_store_error_naming_the_url_and_comes_quickly
     let err = RedisStore::builder("redis://127.0.0.1:1").build().await.expect_err("nothing listens on port 1");
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     assert!(matches!(err, Error::Store { .. }), "{err:?}");
-    let text = err.to_string();
+    let text = ErrorChain(&err).to_string();
     assert!(text.contains("redis://127.0.0.1:1"), "{text}");
     assert!(text.contains("cannot connect"), "{text}");
 
     // A password never shows in the message.
     let err = RedisStore::new("redis://:hunter2@127.0.0.1:1").await.expect_err("unreachable");
-    assert!(!err.to_string().contains("hunter2"), "{err}");
+    assert!(!ErrorChain(&err).to_string().contains("hunter2"), "{err:?}");
 
     // An address that never answers (TEST-NET-1, RFC 5737) fails within the connect timeout.
     let started = Instant::now();
@@ -65,7 +65,7 @@ async fn an_unreachable_server_is_a_store_error_naming_the_url_and_comes_quickly
         .await
         .expect_err("no server there");
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
-    assert!(err.to_string().contains("192.0.2.1:6379"), "{err}");
+    assert!(ErrorChain(&err).to_string().contains("192.0.2.1:6379"), "{err:?}");
 }
 
 #[tokio::test]
@@ -242,7 +242,7 @@ async fn an_oversized_event_fails_the_batch_before_anything_is_sent() {
     let big = Event::new("test.big").with_data(json!({ "blob": "x".repeat(8192) }));
     let err = append_all(&store, &[small.clone(), big]).await.expect_err("too big");
     assert!(matches!(err, Error::Store { .. }), "{err:?}");
-    assert!(err.to_string().contains("max_event_bytes"), "{err}");
+    assert!(ErrorChain(&err).to_string().contains("max_event_bytes"), "{err:?}");
     assert!(store.get(small.id).await.unwrap().is_none());
     assert_eq!(store.count(&EventQuery::all()).await.unwrap(), 0);
 }
@@ -252,7 +252,7 @@ async fn a_key_of_the_wrong_type_is_reported_at_build() {
     let prefix = Prefix::new();
     raw().cmd(&["SET", &prefix.key("events"), "not a stream"]).unwrap();
     let err = RedisStore::builder(url()).prefix(&prefix.0).build().await.expect_err("wrong type");
-    let text = err.to_string();
+    let text = ErrorChain(&err).to_string();
     assert!(text.contains("not a stream") && text.contains(&prefix.key("events")), "{text}");
 }
 
@@ -276,7 +276,7 @@ async fn a_lost_counter_resumes_after_the_stream_and_a_foreign_entry_blocks_appe
     assert_eq!(raw.cmd(&["GET", &prefix.key("position")]).unwrap().text(), "4");
     // Reading it is an error naming the entry, not a panic.
     let err = store.query().fetch().await.expect_err("foreign entry");
-    assert!(err.to_string().contains("did not write"), "{err}");
+    assert!(ErrorChain(&err).to_string().contains("did not write"), "{err:?}");
 }
 
 /// An event whose payload cannot be serialized.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use better_auth_events::prelude::*;
 use better_auth_events::store::SqliteStore;
-use better_auth_events::{AppendOutcome, Error, EventQuery, StoredEvent};
+use better_auth_events::{AppendOutcome, Error, ErrorChain, EventQuery, StoredEvent};
 use futures::StreamExt;
 
 /// A fresh directory for one test's files, and the path of `events.db` in it.
@@ -65,7 +65,7 @@ impl Serialize for Poison {
 }
 
 fn assert_store_error(err: &Error, path: &Path) {
-    let message = err.to_string();
+    let message = ErrorChain(err).to_string();
     assert!(matches!(err, Error::Store { store, .. } if store == "sqlite"), "not a store error: {err:?}");
     assert!(message.contains("cannot open SQLite database at"), "{message}");
     assert!(message.contains(&path.display().to_string()), "the message names the path: {message}");
@@ -136,7 +136,7 @@ async fn a_path_in_a_missing_directory_is_a_clear_error() {
     let path = dir.path().join("no").join("such").join("dir").join("events.db");
     let err = SqliteStore::open(&path).await.expect_err("the directory does not exist");
     assert_store_error(&err, &path);
-    assert!(err.to_string().contains("does not exist"), "says why: {err}");
+    assert!(ErrorChain(&err).to_string().contains("does not exist"), "says why: {err:?}");
     assert!(!path.exists());
 }
 
@@ -147,7 +147,7 @@ async fn a_file_that_is_not_a_database_is_a_clear_error_and_is_left_alone() {
     std::fs::write(&path, &garbage).expect("write");
     let err = SqliteStore::open(&path).await.expect_err("not a database");
     assert_store_error(&err, &path);
-    assert!(err.to_string().contains("not a database"), "says why: {err}");
+    assert!(ErrorChain(&err).to_string().contains("not a database"), "says why: {err:?}");
     assert_eq!(std::fs::read(&path).expect("read"), garbage, "the file is untouched");
 }
 
@@ -156,7 +156,7 @@ async fn a_directory_in_place_of_the_file_is_a_clear_error() {
     let (dir, _) = temp_db();
     let err = SqliteStore::open(dir.path()).await.expect_err("a directory is not a database file");
     assert_store_error(&err, dir.path());
-    assert!(err.to_string().contains("is a directory"), "says why: {err}");
+    assert!(ErrorChain(&err).to_string().contains("is a directory"), "says why: {err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,7 +233,7 @@ async fn a_large_batch_failing_in_its_last_chunk_stores_nothing() {
     .expect("trigger");
     let err = append_all(&store, &envs).await.expect_err("the trigger refuses the batch");
     assert!(matches!(err, Error::Store { .. }), "{err:?}");
-    assert!(err.to_string().contains("refused by test trigger"), "{err}");
+    assert!(ErrorChain(&err).to_string().contains("refused by test trigger"), "{err:?}");
     assert_eq!(store.count(&EventQuery::all()).await.expect("count"), 0);
     assert!(store.get(envs[0].id).await.expect("get").is_none());
 
@@ -242,7 +242,7 @@ async fn a_large_batch_failing_in_its_last_chunk_stores_nothing() {
     typed.push(Envelope::of(Poison { poison: true }));
     let refs: Vec<&Envelope<dyn EventData>> = typed.iter().map(|e| e as &Envelope<dyn EventData>).collect();
     let err = store.append_batch(&refs).await.expect_err("poisoned");
-    assert!(err.to_string().contains("poisoned payload"), "{err}");
+    assert!(ErrorChain(&err).to_string().contains("poisoned payload"), "{err:?}");
     assert_eq!(store.count(&EventQuery::all()).await.expect("count"), 0);
 
     // The store works on afterwards, and positions have no gap.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use better_auth_events::prelude::*;
-use better_auth_events::{AppendOutcome, EventQuery, Order, StoredEvent};
+use better_auth_events::{AppendOutcome, ErrorChain, EventQuery, Order, StoredEvent};
 use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
 
@@ -130,7 +130,7 @@ async fn a_batch_is_atomic_and_reports_duplicates_within_it(store: &dyn EventSto
     let bad = Envelope::of(Poison { poison: true });
     let refs: Vec<&Envelope<dyn EventData>> = vec![&good, &bad];
     let err = store.append_batch(&refs).await.expect_err("a payload that cannot be serialized fails the batch");
-    assert!(err.to_string().contains("poisoned payload"), "{err}");
+    assert!(ErrorChain(&err).to_string().contains("poisoned payload"), "{err:?}");
     assert_eq!(store.count(&EventQuery::all()).await.expect("count"), 2, "nothing of the failed batch is stored");
     assert!(store.get(good.id).await.expect("get").is_none());
     // An empty batch is fine.

@@ -182,7 +182,8 @@ impl Delivery {
                                 handler = %self.handler_name(),
                                 attempt,
                                 ?delay,
-                                "async handler failed, retrying: {error}"
+                                "async handler failed, retrying: {}",
+                                crate::ErrorChain(&error)
                             );
                             tokio::time::sleep(delay).await;
                             attempt += 1;
@@ -195,7 +196,8 @@ impl Delivery {
                                 event_type = %self.event_type(),
                                 handler = %self.handler_name(),
                                 attempts = attempt,
-                                "async handler failed for good: {error}"
+                                "async handler failed for good: {}",
+                                crate::ErrorChain(&error)
                             );
                             if let Some(hook) = &self.target.env.on_failure {
                                 hook(&DeliveryFailure {

@@ -15,12 +15,17 @@ pub type EventError = Error;
 
 /// Everything the bus, its builder and its backends can report.
 ///
-/// Messages are lowercase, say what happened and, where there is one, what to do.
+/// Messages are lowercase, say what happened and, where there is one, what to do. A
+/// variant with a cause prints only its own context and returns the cause from
+/// [`source`](std::error::Error::source); [`ErrorChain`] prints both.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A sync handler failed, so `emit` reports its error (a "before" hook vetoing the action).
-    #[error("handler `{handler}` failed for event `{event_type}`: {source}")]
+    ///
+    /// The message names the handler and the event; what the handler returned is the
+    /// [`source`](std::error::Error::source) (print an [`ErrorChain`] for both).
+    #[error("handler `{handler}` failed for event `{event_type}`")]
     Handler {
         /// Name of the handler that failed.
         handler: Cow<'static, str>,
@@ -52,7 +57,7 @@ pub enum Error {
     },
 
     /// Converting an event to or from JSON failed.
-    #[error("cannot (de)serialize event `{event_type}`: {source}")]
+    #[error("cannot (de)serialize event `{event_type}`")]
     Serialization {
         /// Name of the event.
         event_type: String,
@@ -85,7 +90,7 @@ pub enum Error {
     Closed,
 
     /// The async backend failed to take a delivery.
-    #[error("async backend `{backend}` failed: {source}")]
+    #[error("async backend `{backend}` failed")]
     Backend {
         /// Name of the backend.
         backend: String,
@@ -95,7 +100,7 @@ pub enum Error {
     },
 
     /// The event store failed; the event was not emitted.
-    #[error("event store `{store}` failed: {source}")]
+    #[error("event store `{store}` failed")]
     Store {
         /// Name of the store.
         store: String,
@@ -146,31 +151,35 @@ impl Error {
 /// Any error type converts into it (`?` works on `std::io::Error`, `anyhow::Error`,
 /// your own errors, and strings through [`HandlerError::new`]). The bus adds its own
 /// kinds: a panic, a timeout, a missing dependency.
-#[derive(Debug, thiserror::Error)]
+///
+/// A handler's own error is not a layer of its own: [`HandlerError::Failed`] and
+/// [`HandlerError::Permanent`] print the message of the error they hold, and their
+/// [`source`](std::error::Error::source) is that error's source, so a chain names each
+/// cause once.
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum HandlerError {
     /// The handler failed; the delivery may be retried under the handler's retry policy.
-    #[error("{0}")]
-    Failed(#[source] BoxError),
+    ///
+    /// Transparent: prints the held error's message; its source is the held error's source.
+    Failed(BoxError),
 
     /// The handler failed in a way retrying cannot fix (for example a malformed event).
-    #[error("{0} (permanent: not retried)")]
-    Permanent(#[source] BoxError),
+    ///
+    /// Prints the held error's message followed by ` (permanent: not retried)`; its
+    /// source is the held error's source, as for [`HandlerError::Failed`].
+    Permanent(BoxError),
 
     /// The handler panicked; the panic was caught and the worker lives on.
-    #[error("handler panicked: {0}")]
     Panicked(String),
 
     /// The handler did not finish within its timeout.
-    #[error("handler timed out after {0:?}")]
     Timeout(Duration),
 
     /// The handler takes a `Dep<T>` that was not registered on the bus.
-    #[error("dependency `{0}` is not registered on the bus; add it with `EventBus::builder().dependency(..)`")]
     MissingDependency(&'static str),
 
     /// The event could not be converted into the type the handler takes.
-    #[error("event `{event_type}` cannot be read as `{expected}`: {reason}")]
     EventMismatch {
         /// Name of the event.
         event_type: String,
@@ -179,6 +188,61 @@ pub enum HandlerError {
         /// Why the conversion failed.
         reason: String,
     },
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Failed(error) => write!(f, "{error}"),
+            Self::Permanent(error) => write!(f, "{error} (permanent: not retried)"),
+            Self::Panicked(message) => write!(f, "handler panicked: {message}"),
+            Self::Timeout(limit) => write!(f, "handler timed out after {limit:?}"),
+            Self::MissingDependency(name) => write!(
+                f,
+                "dependency `{name}` is not registered on the bus; add it with `EventBus::builder().dependency(..)`"
+            ),
+            Self::EventMismatch { event_type, expected, reason } => {
+                write!(f, "event `{event_type}` cannot be read as `{expected}`: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for HandlerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Failed(error) | Self::Permanent(error) => error.source(),
+            _ => None,
+        }
+    }
+}
+
+/// Displays an error followed by each of its sources, joined by `: ` (`handler \`save\`
+/// failed for event \`order.placed\`: cannot save the order: disk full`).
+///
+/// Each error of this crate prints only what its own layer adds and leaves its cause to
+/// `source()`, so `error.to_string()` alone may not say why: print an `ErrorChain` where
+/// one line must tell the whole story, as the bus's own log lines do.
+///
+/// ```
+/// # use better_auth_events_runtime::{Error, ErrorChain};
+/// let err = Error::store("sqlite", std::io::Error::other("disk full"));
+/// assert_eq!(err.to_string(), "event store `sqlite` failed");
+/// assert_eq!(ErrorChain(&err).to_string(), "event store `sqlite` failed: disk full");
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            write!(f, ": {cause}")?;
+            next = cause.source();
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]

@@ -34,12 +34,15 @@ pub trait TypedEvent: Serialize + DeserializeOwned + schemars::JsonSchema + Send
     #[doc(hidden)]
     const FIELD_SHAPES: &'static [(&'static str, &'static str, bool)] = &[];
 
-    /// The [`crate::EventType`] of this event, computed at compile time.
-    const EVENT_TYPE: crate::EventType = crate::EventType::from_static(Self::NAME);
-
-    /// The [`crate::EventType`] of this event.
+    /// The [`crate::EventType`] of this event: its built-in variant, or
+    /// [`crate::EventType::Custom`] with a copy of [`TypedEvent::NAME`]. Which of the two
+    /// is decided when compiling.
+    #[inline]
     fn event_type() -> crate::EventType {
-        Self::EVENT_TYPE
+        match const { crate::EventType::built_in_named(Self::NAME) } {
+            Some(built_in) => built_in,
+            None => crate::EventType::Custom(Self::NAME.to_owned()),
+        }
     }
 
     /// The JSON Schema of this event's payload.
@@ -240,7 +243,7 @@ pub struct EventInfo {
 }
 
 /// The module of the built-in authentication events (`better_auth_events::auth`).
-const BUILT_IN_MODULE: &str = "better_auth_events::auth";
+pub(crate) const BUILT_IN_MODULE: &str = "better_auth_events::auth";
 
 impl EventRegistration {
     /// Whether this is one of the built-in authentication events of `better_auth_events::auth`.

@@ -10,9 +10,12 @@ use std::fmt;
 /// is [`EventType::UserCreated`] and `EventType::UserCreated.as_str()` is `"user.created"`,
 /// so a custom variant never holds a built-in name.
 ///
-/// `Custom` holds a `Cow<'static, str>` rather than a `String` so that events whose name is
-/// known at compile time (every `#[derive(Event)]` type) never allocate their name on emit;
-/// `EventType::Custom("order.placed".into())` builds one from a `&'static str` or a `String`.
+/// `Custom` holds a `String`, so both `EventType::Custom(String::from("order.placed"))` and
+/// `EventType::Custom("order.placed".into())` build one, and a `match` on
+/// `EventType::Custom(name)` sees every name that is not built in, those of
+/// `#[derive(Event)]` types included. An event whose name is custom therefore copies its
+/// name into each envelope made for it (one small allocation per emit); a built-in
+/// variant allocates nothing.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum EventType {
@@ -38,8 +41,9 @@ pub enum EventType {
     BeforeSignup,
     /// `signup.after`
     AfterSignup,
-    /// Any other event name.
-    Custom(Cow<'static, str>),
+    /// Any other event name. Never a built-in name when made by [`EventType::from`] or
+    /// [`EventType::from_static`]; equal to the built-in variant of its name if made directly.
+    Custom(String),
 }
 
 const BUILT_IN: &[(&str, EventType)] = &[
@@ -75,9 +79,20 @@ impl EventType {
         }
     }
 
-    /// The type for a name known at compile time; allocates nothing. A `const fn`, so each
-    /// event type computes its `EventType` once, at compile time.
-    pub const fn from_static(name: &'static str) -> Self {
+    /// The type for a name known at compile time: its built-in variant, or `Custom` with a
+    /// copy of the name. Whether the name is built in is decided at compile time when
+    /// `name` is a constant (see [`EventType::built_in_named`]).
+    #[inline]
+    pub fn from_static(name: &'static str) -> Self {
+        match Self::built_in_named(name) {
+            Some(built_in) => built_in,
+            None => Self::Custom(name.to_owned()),
+        }
+    }
+
+    /// The built-in variant named `name`, or `None` for any other name. A `const fn`, so
+    /// each event type knows at compile time whether its name is built in.
+    pub const fn built_in_named(name: &str) -> Option<Self> {
         const fn eq(a: &str, b: &str) -> bool {
             let (a, b) = (a.as_bytes(), b.as_bytes());
             if a.len() != b.len() {
@@ -92,7 +107,7 @@ impl EventType {
             }
             true
         }
-        if eq(name, "user.created") {
+        Some(if eq(name, "user.created") {
             Self::UserCreated
         } else if eq(name, "user.updated") {
             Self::UserUpdated
@@ -115,8 +130,8 @@ impl EventType {
         } else if eq(name, "signup.after") {
             Self::AfterSignup
         } else {
-            Self::Custom(Cow::Borrowed(name))
-        }
+            return None;
+        })
     }
 
     /// Whether this is one of the built-in authentication events.
@@ -169,13 +184,13 @@ impl fmt::Display for EventType {
 
 impl From<&str> for EventType {
     fn from(name: &str) -> Self {
-        Self::lookup(name).unwrap_or_else(|| Self::Custom(Cow::Owned(name.to_owned())))
+        Self::lookup(name).unwrap_or_else(|| Self::Custom(name.to_owned()))
     }
 }
 
 impl From<String> for EventType {
     fn from(name: String) -> Self {
-        Self::lookup(&name).unwrap_or(Self::Custom(Cow::Owned(name)))
+        Self::lookup(&name).unwrap_or(Self::Custom(name))
     }
 }
 

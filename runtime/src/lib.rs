@@ -51,7 +51,7 @@ pub use cause::{Cause, current_cause};
 pub use clock::new_event_id;
 pub use delivery::{Delivery, DeliveryFailure, ShutdownReport, UnfinishedDelivery};
 pub use envelope::{DEFAULT_SOURCE, Envelope, Event, EventMetadata, SPEC_VERSION, ext};
-pub use error::{BoxError, Error, EventError, HandlerError, Result};
+pub use error::{BoxError, Error, ErrorChain, EventError, HandlerError, Result};
 pub use event::{EventData, EventInfo, EventRegistration, TypedEvent, registered_events};
 pub use event_type::EventType;
 pub use handler::{

@@ -100,7 +100,7 @@ pub struct ReplayFailure {
     pub event_id: Uuid,
     /// The handler that failed.
     pub handler: String,
-    /// Its error.
+    /// Its error followed by its causes, joined by `: ` (see [`crate::ErrorChain`]).
     pub error: String,
 }
 
@@ -285,7 +285,7 @@ impl<'a> ReplayBuilder<'a> {
                                         position,
                                         event_id,
                                         handler: h.name().to_owned(),
-                                        error: e.to_string(),
+                                        error: crate::ErrorChain(&e).to_string(),
                                     });
                                 }
                                 if stop {

@@ -48,18 +48,21 @@ impl EventBus {
         };
         let async_route = route.filter(|r| phase == Phase::Emit && !r.asynchronous.is_empty()).cloned();
         drop(routes);
-        let mut receipt = EmitReceipt::emitted(&env, handlers_run);
-        if let Some(store) = &self.inner.store {
-            receipt.position = Some(store.append(&env).await?.position());
+        let position = match &self.inner.store {
+            Some(store) => Some(store.append(&env).await?.position()),
+            None => None,
+        };
+        let Some(route) = async_route else {
+            // The event ends here: the receipt takes its type rather than a copy of it.
+            return Ok(EmitReceipt { position, ..EmitReceipt::from_envelope(env, handlers_run) });
+        };
+        let mut receipt = EmitReceipt { position, ..EmitReceipt::emitted(&env, handlers_run) };
+        let (n, pending) = self.hand_over(env, &route)?;
+        drop(route);
+        if let Some(pending) = pending {
+            pending.await?;
         }
-        if let Some(route) = async_route {
-            let (n, pending) = self.hand_over(env, &route)?;
-            drop(route);
-            if let Some(pending) = pending {
-                pending.await?;
-            }
-            receipt.async_deliveries = n;
-        }
+        receipt.async_deliveries = n;
         Ok(receipt)
     }
 
@@ -268,7 +271,7 @@ impl Conversions {
             None => self.dynamic.insert(env.to_dynamic().map_err(|e| HandlerError::EventMismatch {
                 event_type: env.event_type.to_string(),
                 expected: "serde_json::Value",
-                reason: e.to_string(),
+                reason: crate::ErrorChain(&e).to_string(),
             })?),
         };
         let converted = h.inner.call.convert(dynamic)?;

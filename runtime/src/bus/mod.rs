@@ -105,6 +105,14 @@ impl EmitReceipt {
         }
     }
 
+    /// The receipt of an emitted event that is not needed any more: it takes the event's
+    /// type instead of copying it.
+    #[inline]
+    fn from_envelope<T>(env: Envelope<T>, handlers_run: usize) -> Self {
+        let Envelope { id, event_type, .. } = env;
+        Self { id, event_type, status: EmitStatus::Emitted, handlers_run, async_deliveries: 0, position: None }
+    }
+
     /// Whether a middleware dropped the event.
     pub fn is_dropped(&self) -> bool {
         matches!(self.status, EmitStatus::Dropped { .. })

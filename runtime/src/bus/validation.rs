@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::envelope::Event;
 use crate::error::{Error, Result};
+use crate::event::BUILT_IN_MODULE;
 use crate::schema::{RegisteredSchema, SchemaOrigin, SchemaRegistry};
 
 /// How strictly dynamic events are checked against the schema registry.
@@ -70,19 +71,17 @@ pub(super) fn validate_dynamic(registry: &SchemaRegistry, validation: Validation
             Ok(())
         }
         Err(e) if validation.mode == ValidationMode::Lenient => {
-            tracing::warn!(target: "better_auth_events", event_id = %env.id, "invalid dynamic event let through (lenient validation): {e}");
+            tracing::warn!(target: "better_auth_events", event_id = %env.id, "invalid dynamic event let through (lenient validation): {}", crate::ErrorChain(&e));
             Ok(())
         }
         Err(e) => Err(e),
     }
 }
 
-/// The module of the facade's built-in authentication events.
-const BUILT_IN_MODULE: &str = "better_auth_events::auth::";
-
 /// Whether `schema` is that of one of the facade's built-in authentication events.
 fn is_built_in(schema: &RegisteredSchema) -> bool {
-    matches!(schema.origin, SchemaOrigin::Rust { type_name } if type_name.starts_with(BUILT_IN_MODULE))
+    matches!(schema.origin, SchemaOrigin::Rust { type_name }
+        if type_name.strip_prefix(BUILT_IN_MODULE).is_some_and(|rest| rest.starts_with("::")))
 }
 
 /// The registry of every `#[derive(Event)]` type, built once per process; the error of
@@ -90,7 +89,9 @@ fn is_built_in(schema: &RegisteredSchema) -> bool {
 pub(super) fn default_registry() -> Result<Arc<SchemaRegistry>> {
     static DEFAULT: OnceLock<std::result::Result<Arc<SchemaRegistry>, String>> = OnceLock::new();
     DEFAULT
-        .get_or_init(|| SchemaRegistry::from_registered_events().map(Arc::new).map_err(|e| e.to_string()))
+        .get_or_init(|| {
+            SchemaRegistry::from_registered_events().map(Arc::new).map_err(|e| crate::ErrorChain(&e).to_string())
+        })
         .clone()
         .map_err(Error::Schema)
 }

@@ -121,11 +121,36 @@ impl Handler {
         f: F,
     ) -> Self {
         let event_name: Cow<'static, str> = match event_type.into() {
-            crate::EventType::Custom(name) => name,
+            crate::EventType::Custom(name) => Cow::Owned(name),
             built_in => Cow::Owned(built_in.as_str().to_owned()),
         };
         let name = closure_name(&options, &event_name);
         Self::from_parts(options, name, event_name, Vec::new(), false, None, Box::new(DynClosure { f }))
+    }
+
+    /// The handler of a `#[handler]` function; called by the code the macro generates.
+    #[doc(hidden)]
+    pub fn from_fn<T: TypedEvent>(
+        spec: HandlerSpec,
+        f: for<'a> fn(&'a Envelope<T>, &'a HandlerContext) -> HandlerFuture<'a>,
+    ) -> Self {
+        let options = HandlerOptions {
+            name: Some(Cow::Borrowed(spec.name)),
+            mode: spec.mode,
+            priority: spec.priority,
+            timeout: spec.timeout,
+            retry: spec.retry,
+        };
+        let requirements = spec.requirements.iter().filter_map(|r| r()).collect();
+        Self::from_parts(
+            options,
+            Cow::Borrowed(spec.name),
+            Cow::Borrowed(T::NAME),
+            requirements,
+            spec.uses_context,
+            Some(spec.location),
+            Box::new(erased::TypedFn::<T> { f }),
+        )
     }
 
     /// A handler of the events named `event_type` from an [`EventHandler`] (the seed's

@@ -1,12 +1,8 @@
 //! The program-wide registrations `#[handler]` submits, and [`registered_handlers`].
 
-use std::borrow::Cow;
 use std::time::Duration;
 
-use super::erased::TypedFn;
-use super::{DepRequirement, Handler, HandlerContext, HandlerFuture, HandlerMode, HandlerOptions, RetryPolicy};
-use crate::envelope::Envelope;
-use crate::event::TypedEvent;
+use super::{DepRequirement, Handler, HandlerMode, RetryPolicy};
 
 /// What `#[handler]` generates for a function; not meant to be written by hand.
 #[doc(hidden)]
@@ -19,32 +15,6 @@ pub struct HandlerSpec {
     pub requirements: &'static [fn() -> Option<DepRequirement>],
     pub uses_context: bool,
     pub location: &'static str,
-}
-
-impl Handler {
-    #[doc(hidden)]
-    pub fn from_fn<T: TypedEvent>(
-        spec: HandlerSpec,
-        f: for<'a> fn(&'a Envelope<T>, &'a HandlerContext) -> HandlerFuture<'a>,
-    ) -> Self {
-        let options = HandlerOptions {
-            name: Some(Cow::Borrowed(spec.name)),
-            mode: spec.mode,
-            priority: spec.priority,
-            timeout: spec.timeout,
-            retry: spec.retry,
-        };
-        let requirements = spec.requirements.iter().filter_map(|r| r()).collect();
-        Self::from_parts(
-            options,
-            Cow::Borrowed(spec.name),
-            Cow::Borrowed(T::NAME),
-            requirements,
-            spec.uses_context,
-            Some(spec.location),
-            Box::new(TypedFn::<T> { f }),
-        )
-    }
 }
 
 /// A program-wide registration submitted by `#[handler]`.

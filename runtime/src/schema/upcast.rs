@@ -274,7 +274,7 @@ impl UpcastChain {
     pub fn global() -> Result<&'static UpcastChain> {
         static CHAIN: OnceLock<std::result::Result<UpcastChain, String>> = OnceLock::new();
         CHAIN
-            .get_or_init(|| UpcastChain::from_registered().map_err(|e| e.to_string()))
+            .get_or_init(|| UpcastChain::from_registered().map_err(|e| crate::ErrorChain(&e).to_string()))
             .as_ref()
             .map_err(|e| Error::Schema(e.clone()))
     }

@@ -879,7 +879,8 @@ struct PostgresFailure {
 
 impl fmt::Display for PostgresFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.context, self.source)
+        // The driver's error is the source, not part of this message.
+        f.write_str(&self.context)
     }
 }
 

@@ -796,7 +796,8 @@ struct RedisFailure {
 
 impl fmt::Display for RedisFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.context, self.source)
+        // The driver's error is the source, not part of this message.
+        f.write_str(&self.context)
     }
 }
 

@@ -34,5 +34,6 @@ async fn main() {
     let bus = EventBus::builder().handlers(registered_handlers()).try_build().await.unwrap();
     assert!(bus.emit(UserCreated { user_id: "u1".into() }).await.is_ok());
     let err = bus.emit(UserCreated { user_id: String::new() }).await.unwrap_err();
-    assert!(err.to_string().contains("empty user id"), "{err}");
+    let chain = better_auth_events::ErrorChain(&err).to_string();
+    assert!(chain.contains("empty user id"), "{chain}");
 }
