@@ -142,11 +142,17 @@ impl Delivery {
     /// [`HandlerError::Panicked`].
     pub async fn execute(&self, attempt: u32) -> std::result::Result<(), HandlerError> {
         let env = &self.event.env;
-        let mut ctx =
-            HandlerContext::new(env.id, self.target.handler.inner.name.clone(), Arc::clone(&self.target.env.deps));
-        ctx.attempt = attempt;
-        ctx.mode = HandlerMode::Async;
-        ctx.replay = env.metadata.replay;
+        let handler = &self.target.handler.inner;
+        let ctx = HandlerContext {
+            event_id: env.id,
+            handler: handler.name.clone(),
+            attempt,
+            mode: HandlerMode::Async,
+            replay: env.metadata.replay,
+            // Only a handler that reads its context takes a reference to the bus's
+            // dependencies, shared by every worker.
+            deps: handler.uses_context.then(|| Arc::clone(&self.target.env.deps)),
+        };
         let run = self.target.handler.invoke(env, &ctx);
         if self.target.env.track_cause { crate::cause::with_cause(env, run).await } else { run.await }
     }

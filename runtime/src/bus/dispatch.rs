@@ -12,7 +12,7 @@ use super::validation::validate_dynamic;
 use super::{EmitReceipt, EmitStatus, EventBus, IntoEnvelope};
 use futures::future::BoxFuture;
 
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, DeliveryTarget};
 use crate::envelope::{DEFAULT_SOURCE, Envelope, Event, SharedEvent};
 use crate::error::{Error, HandlerError, Result};
 use crate::event::EventData;
@@ -206,34 +206,27 @@ impl EventBus {
         let shared: Arc<SharedEvent> = SharedEvent::new(env);
         let payload = payload_type(&shared.env);
         let mut conversions = Conversions::default();
-        let mut deliveries = Vec::with_capacity(route.asynchronous.len());
-        for target in &route.asynchronous {
-            let h = &target.handler;
-            let event = match conversions.for_handler(h, &shared.env, payload) {
+        let mut delivery = |target: &Arc<DeliveryTarget>| -> Result<Delivery> {
+            let event = match conversions.for_handler(&target.handler, &shared.env, payload) {
                 Ok(None) => Arc::clone(&shared),
                 Ok(Some(converted)) => converted,
                 Err(source) => {
                     return Err(Error::Handler {
-                        handler: h.inner.name.clone(),
+                        handler: target.handler.inner.name.clone(),
                         event_type: shared.env.event_type.to_string(),
                         source,
                     });
                 }
             };
-            deliveries.push(Delivery { event, target: Arc::clone(target) });
-        }
-        let n = deliveries.len();
-        let backend = &*self.inner.backend;
-        let pending = match deliveries.pop() {
-            // The usual case, one async handler: the backend takes it at once when it can.
-            Some(only) if deliveries.is_empty() => backend.try_publish(only)?.map(|d| backend.publish(d)),
-            Some(last) => {
-                deliveries.push(last);
-                Some(backend.publish_all(deliveries))
-            }
-            None => None,
+            Ok(Delivery { event, target: Arc::clone(target) })
         };
-        Ok((n, pending))
+        let backend = &*self.inner.backend;
+        let pending = match route.asynchronous.as_slice() {
+            // The usual case, one async handler: the backend takes it at once when it can.
+            [only] => backend.try_publish(delivery(only)?)?.map(|d| backend.publish(d)),
+            targets => Some(backend.publish_all(targets.iter().map(&mut delivery).collect::<Result<_>>()?)),
+        };
+        Ok((route.asynchronous.len(), pending))
     }
 }
 
