@@ -93,41 +93,27 @@ impl EventType {
     /// The built-in variant named `name`, or `None` for any other name. A `const fn`, so
     /// each event type knows at compile time whether its name is built in.
     pub const fn built_in_named(name: &str) -> Option<Self> {
-        const fn eq(a: &str, b: &str) -> bool {
-            let (a, b) = (a.as_bytes(), b.as_bytes());
-            if a.len() != b.len() {
-                return false;
-            }
-            let mut i = 0;
-            while i < a.len() {
-                if a[i] != b[i] {
-                    return false;
-                }
-                i += 1;
-            }
-            true
-        }
-        Some(if eq(name, "user.created") {
+        Some(if same_name(name, "user.created") {
             Self::UserCreated
-        } else if eq(name, "user.updated") {
+        } else if same_name(name, "user.updated") {
             Self::UserUpdated
-        } else if eq(name, "user.deleted") {
+        } else if same_name(name, "user.deleted") {
             Self::UserDeleted
-        } else if eq(name, "session.created") {
+        } else if same_name(name, "session.created") {
             Self::SessionCreated
-        } else if eq(name, "session.expired") {
+        } else if same_name(name, "session.expired") {
             Self::SessionExpired
-        } else if eq(name, "account.linked") {
+        } else if same_name(name, "account.linked") {
             Self::AccountLinked
-        } else if eq(name, "account.unlinked") {
+        } else if same_name(name, "account.unlinked") {
             Self::AccountUnlinked
-        } else if eq(name, "login.before") {
+        } else if same_name(name, "login.before") {
             Self::BeforeLogin
-        } else if eq(name, "login.after") {
+        } else if same_name(name, "login.after") {
             Self::AfterLogin
-        } else if eq(name, "signup.before") {
+        } else if same_name(name, "signup.before") {
             Self::BeforeSignup
-        } else if eq(name, "signup.after") {
+        } else if same_name(name, "signup.after") {
             Self::AfterSignup
         } else {
             return None;
@@ -147,6 +133,22 @@ impl EventType {
     fn lookup(name: &str) -> Option<Self> {
         BUILT_IN.iter().find(|(n, _)| *n == name).map(|(_, t)| t.clone())
     }
+}
+
+/// Whether two names are equal, in a `const` context (where `==` on `str` is not callable).
+pub(crate) const fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 // Equality, order and hash go by name, so `Custom("user.created")` equals `UserCreated`.

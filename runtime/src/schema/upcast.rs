@@ -11,6 +11,7 @@ use super::migrate::MigrationPlan;
 use crate::envelope::{Envelope, Event};
 use crate::error::{Error, Result};
 use crate::event::TypedEvent;
+use crate::event_type::same_name;
 
 /// Conversion of the previous version of an event into this one, written by hand for
 /// changes a generated migration cannot make (a field whose type changed, a value computed
@@ -63,22 +64,6 @@ pub enum UpcastKind {
 pub trait PreviousVersion: TypedEvent {
     /// The type of the previous version.
     type Previous: TypedEvent;
-}
-
-/// Whether two names are equal, in a `const` context.
-const fn same_name(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
 }
 
 /// Whether `N`'s previous version has `N`'s name, in a `const` context.
