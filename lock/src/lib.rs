@@ -9,15 +9,19 @@
 //! The version rules ([`Bump`]) say which semver bump a change needs: none for an
 //! identical shape, minor for a compatible change, major for a breaking one.
 //!
+//! The event name rule ([`name_problem`]) lives here too, shared by the derive and the bus.
+//!
 //! This crate has no proc-macro or runtime dependency, so its rules are unit-tested
 //! directly.
 
 mod bump;
+mod name;
 mod shape;
 mod snapshot;
 mod version;
 
 pub use bump::{Bump, BumpTooSmall};
+pub use name::name_problem;
 pub use shape::{FieldShape, ShapeChange, diff};
 pub use snapshot::{Error, Snapshot, file_name, previous_of, versions_of};
 pub use version::version_precedes;

@@ -67,7 +67,8 @@ impl EventBus {
     }
 
     /// What every event gets before the middleware: the bus must be usable, the event
-    /// gets the bus's source if it has none, and a dynamic event is validated.
+    /// gets the bus's source if it has none, and a dynamic event's name and payload are
+    /// validated.
     #[inline]
     pub(super) fn prepare(&self, env: &mut Envelope<dyn EventData>) -> Result<()> {
         self.check_usable()?;
@@ -78,6 +79,15 @@ impl EventBus {
             env.source = source.clone();
         }
         if let Some(dynamic) = env.downcast_mut::<serde_json::Value>() {
+            // A typed event's name was checked when its type compiled; a dynamic one's here.
+            if let Some(problem) = better_auth_events_lock::name_problem(dynamic.event_type.as_str()) {
+                return Err(Error::Validation {
+                    event_type: dynamic.event_type.to_string(),
+                    message: format!(
+                        "invalid event name: {problem}; use lowercase words separated by dots, such as `user.created`"
+                    ),
+                });
+            }
             validate_dynamic(&inner.registry, inner.validation, dynamic)?;
         }
         Ok(())
