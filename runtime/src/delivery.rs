@@ -91,6 +91,42 @@ pub(crate) struct DeliveryTarget {
     pub(crate) env: Arc<DeliveryEnv>,
 }
 
+impl DeliveryTarget {
+    /// Reports a delivery that failed for good: counted, logged at `ERROR` with its whole
+    /// error chain, and passed to the bus's failure hook. `attempts` is 0 for a delivery
+    /// that never ran because its event could not be read as the handler's type.
+    pub(crate) fn fail_for_good(
+        &self,
+        event: &Envelope<dyn EventData>,
+        attempts: u32,
+        first_failure: DateTime<Utc>,
+        error: &HandlerError,
+    ) {
+        self.env.stats.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            target: "better_auth_events",
+            event_id = %event.id,
+            event_type = %event.event_type,
+            handler = %self.handler.name(),
+            attempts,
+            "async handler failed for good: {}",
+            crate::ErrorChain(error)
+        );
+        if let Some(hook) = &self.env.on_failure {
+            hook(&DeliveryFailure {
+                event_id: event.id,
+                event_type: event.event_type.clone(),
+                handler: self.handler.inner.name.clone(),
+                attempts,
+                first_failure,
+                last_failure: Utc::now(),
+                error,
+                event,
+            });
+        }
+    }
+}
+
 impl fmt::Debug for Delivery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Delivery")
@@ -195,28 +231,7 @@ impl Delivery {
                             attempt += 1;
                         }
                         None => {
-                            self.target.env.stats.failed.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!(
-                                target: "better_auth_events",
-                                event_id = %self.event_id(),
-                                event_type = %self.event_type(),
-                                handler = %self.handler_name(),
-                                attempts = attempt,
-                                "async handler failed for good: {}",
-                                crate::ErrorChain(&error)
-                            );
-                            if let Some(hook) = &self.target.env.on_failure {
-                                hook(&DeliveryFailure {
-                                    event_id: self.event_id(),
-                                    event_type: self.event_type().clone(),
-                                    handler: self.target.handler.inner.name.clone(),
-                                    attempts: attempt,
-                                    first_failure,
-                                    last_failure: Utc::now(),
-                                    error: &error,
-                                    event: self.envelope(),
-                                });
-                            }
+                            self.target.fail_for_good(self.envelope(), attempt, first_failure, &error);
                             return Err(error);
                         }
                     }
@@ -246,7 +261,8 @@ pub struct DeliveryFailure<'a> {
     pub event_type: EventType,
     /// The handler that failed.
     pub handler: Cow<'static, str>,
-    /// Attempts made.
+    /// Attempts made; 0 when the event could not be read as the handler's type, so the
+    /// handler never ran.
     pub attempts: u32,
     /// When the first attempt failed.
     pub first_failure: DateTime<Utc>,

@@ -204,7 +204,7 @@ impl EventBus {
 
     /// Hands the event to the async backend: one delivery per async handler of `route`,
     /// all sharing one copy of the event (converted once per payload type for handlers
-    /// that take another type). Returns how many deliveries there are, and the backend's
+    /// that take another type). Returns how many deliveries were handed over, and the backend's
     /// future to await when it could not take them at once (its queue is full, or it takes
     /// deliveries only asynchronously). The deliveries are made here, before any await, so
     /// an emit's future never holds the event twice.
@@ -216,27 +216,34 @@ impl EventBus {
         let shared: Arc<SharedEvent> = SharedEvent::new(env);
         let payload = payload_type(&shared.env);
         let mut conversions = Conversions::default();
-        let mut delivery = |target: &Arc<DeliveryTarget>| -> Result<Delivery> {
-            let event = match conversions.for_handler(&target.handler, &shared.env, payload) {
-                Ok(None) => Arc::clone(&shared),
-                Ok(Some(converted)) => converted,
-                Err(source) => {
-                    return Err(Error::Handler {
-                        handler: target.handler.inner.name.clone(),
-                        event_type: shared.env.event_type.to_string(),
-                        source,
-                    });
+        // A delivery whose event cannot be read as its handler's type fails on its own,
+        // reported as any delivery that failed for good; the emit and the other deliveries
+        // go on.
+        let mut delivery = |target: &Arc<DeliveryTarget>| -> Option<Delivery> {
+            match conversions.for_handler(&target.handler, &shared.env, payload) {
+                Ok(converted) => Some(Delivery {
+                    event: converted.unwrap_or_else(|| Arc::clone(&shared)),
+                    target: Arc::clone(target),
+                }),
+                Err(error) => {
+                    target.fail_for_good(&shared.env, 0, chrono::Utc::now(), &error);
+                    None
                 }
-            };
-            Ok(Delivery { event, target: Arc::clone(target) })
+            }
         };
         let backend = &*self.inner.backend;
-        let pending = match route.asynchronous.as_slice() {
+        let (n, pending) = match route.asynchronous.as_slice() {
             // The usual case, one async handler: the backend takes it at once when it can.
-            [only] => backend.try_publish(delivery(only)?)?.map(|d| backend.publish(d)),
-            targets => Some(backend.publish_all(targets.iter().map(&mut delivery).collect::<Result<_>>()?)),
+            [only] => match delivery(only) {
+                Some(one) => (1, backend.try_publish(one)?.map(|d| backend.publish(d))),
+                None => (0, None),
+            },
+            targets => {
+                let all: Vec<Delivery> = targets.iter().filter_map(&mut delivery).collect();
+                (all.len(), (!all.is_empty()).then(|| backend.publish_all(all)))
+            }
         };
-        Ok((route.asynchronous.len(), pending))
+        Ok((n, pending))
     }
 }
 
