@@ -61,6 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bus = EventBus::builder()
         .middleware(TracingMiddleware::default())
         .handlers(registered_handlers()) // every #[handler] in this program: `check_invite`
+        .validate_built_in_events(true) // dynamic `user.created` events must read as `auth::UserCreated`
         .try_build()
         .await?;
 
@@ -73,12 +74,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // An `async` closure, so that it can borrow the event.
     bus.on("user.created", async |event: &Event| {
         println!("User created: {:?}", event.data);
-        Ok::<(), HandlerError>(())
+        Ok(())
     })
     .await?;
 
-    // `user.created` is also a built-in typed event (`auth::UserCreated`): a dynamic event
-    // of that name is checked against it, and its `email` is redacted in the log.
+    // `user.created` is also a built-in typed event (`auth::UserCreated`): with
+    // `validate_built_in_events(true)` a dynamic event of that name is checked against it
+    // (without it, the seed's partial payloads pass), and its `email` is redacted in the log.
     let receipt = bus.emit(Event::new("user.created").with_data(json!({ "user_id": "123", "email": "a@b.c" }))).await?;
     show("dynamic emit", &receipt);
 
