@@ -1,7 +1,7 @@
 //! Dynamic event names follow the rule derived names follow at compile time.
 
-use better_auth_events::prelude::*;
 use better_auth_events::Error;
+use better_auth_events::prelude::*;
 
 #[tokio::test]
 async fn a_dynamic_event_with_an_invalid_name_is_refused_and_not_stored() -> Result<(), Error> {
