@@ -263,7 +263,7 @@ impl EventBusBuilder {
         self.assemble()
     }
 
-    fn assemble(self) -> Result<EventBus> {
+    fn assemble(mut self) -> Result<EventBus> {
         crate::clock::warm_clock();
         if self.pool.workers == 0 {
             return Err(Error::Config("`workers` must be at least 1".into()));
@@ -277,7 +277,7 @@ impl EventBusBuilder {
         if self.max_handlers_per_event == 0 {
             return Err(Error::Config("`max_handlers_per_event` must be at least 1".into()));
         }
-        let backend: Arc<dyn AsyncBackend> = match self.backend {
+        let backend: Arc<dyn AsyncBackend> = match self.backend.take() {
             Some(b) if self.pool_configured => {
                 return Err(Error::Config(format!(
                     "`workers`, `queue_size` and `backpressure` configure the default worker pool, but backend `{}` was set; configure that backend instead",
@@ -288,14 +288,25 @@ impl EventBusBuilder {
             None => Arc::new(WorkerPool::with_config(self.pool)),
         };
         let mut handlers: Vec<Handler> = Vec::with_capacity(self.handlers.len());
-        for h in self.handlers {
+        for h in std::mem::take(&mut self.handlers) {
             check_new_handler(&handlers, &h, &self.deps, self.max_handlers_per_event)?;
             handlers.push(h);
         }
-        let registry = match self.registry {
+        let registry = match self.registry.take() {
             Some(r) => Arc::new(r),
             None => default_registry()?,
         };
+        Ok(self.into_bus(backend, handlers, registry, None))
+    }
+
+    /// The bus of this configuration, checked already, with `handlers` on `backend`.
+    fn into_bus(
+        self,
+        backend: Arc<dyn AsyncBackend>,
+        handlers: Vec<Handler>,
+        registry: Arc<SchemaRegistry>,
+        broken: Option<String>,
+    ) -> EventBus {
         let delivery_env = Arc::new(DeliveryEnv {
             deps: Arc::new(self.deps),
             default_retry: self.default_retry,
@@ -303,7 +314,7 @@ impl EventBusBuilder {
             track_cause: self.middleware.iter().any(|m| m.needs_cause()),
             stats: Arc::new(Stats::default()),
         });
-        Ok(EventBus {
+        EventBus {
             inner: Arc::new(BusInner {
                 routes: ArcSwap::from_pointee(RouteTable::new(handlers, &delivery_env)),
                 register_lock: std::sync::Mutex::new(()),
@@ -317,37 +328,20 @@ impl EventBusBuilder {
                 validation: self.validation,
                 registry,
                 closed: AtomicBool::new(false),
-                broken: None,
+                broken,
             }),
-        })
+        }
     }
 }
 
 impl EventBus {
     /// A bus that refuses every emit and registration with `error`.
     fn broken(error: Error) -> Self {
-        EventBus {
-            inner: Arc::new(BusInner {
-                routes: ArcSwap::from_pointee(RouteTable::default()),
-                register_lock: std::sync::Mutex::new(()),
-                middleware: Vec::new(),
-                store: None,
-                backend: Arc::new(WorkerPool::default()),
-                delivery_env: Arc::new(DeliveryEnv {
-                    deps: Arc::new(Dependencies::default()),
-                    default_retry: RetryPolicy::default(),
-                    on_failure: None,
-                    track_cause: false,
-                    stats: Arc::new(Stats::default()),
-                }),
-                source: None,
-                max_handlers_per_event: 0,
-                batch: BatchConfig::default(),
-                validation: Validation::default(),
-                registry: Arc::new(SchemaRegistry::new()),
-                closed: AtomicBool::new(false),
-                broken: Some(error.to_string()),
-            }),
-        }
+        EventBusBuilder::default().into_bus(
+            Arc::new(WorkerPool::default()),
+            Vec::new(),
+            Arc::new(SchemaRegistry::new()),
+            Some(error.to_string()),
+        )
     }
 }
