@@ -30,6 +30,7 @@ mod bus;
 mod cause;
 mod clock;
 mod delivery;
+pub mod dlq;
 mod envelope;
 mod error;
 mod event;

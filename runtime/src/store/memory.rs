@@ -1,13 +1,20 @@
 //! [`MemoryStore`]: events in a `Vec`, for tests and development.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
 use super::{AppendOutcome, EventQuery, EventStore, Order, Page, QueryBuilder, StoredEvent, paged_stream};
+use crate::dlq::{
+    AttemptRecord, DeadLetter, DeadLetterCounts, DeadLetterFilter, DeadLetterState, DeliveryKey, DeliveryLog,
+    PendingDelivery,
+};
 use crate::envelope::{Envelope, Event};
 use crate::error::{Error, Result};
 use crate::event::EventData;
@@ -25,6 +32,31 @@ struct MemoryInner {
     /// `events[i]` is at position `i + 1`.
     events: Vec<Arc<Event>>,
     by_id: FxHashMap<Uuid, u64>,
+    /// The outbox: pending deliveries by event id and handler.
+    deliveries: BTreeMap<(Uuid, String), PendingRow>,
+    /// The dead-letter queue, in the order entries were buried.
+    dead: Vec<DeadLetter>,
+}
+
+/// A pending delivery of the in-memory outbox.
+#[derive(Debug)]
+struct PendingRow {
+    attempts: u32,
+    history: Vec<AttemptRecord>,
+    redriven_from: Option<Uuid>,
+    due: DateTime<Utc>,
+    locked_until: Option<DateTime<Utc>>,
+}
+
+impl PendingRow {
+    fn new(due: DateTime<Utc>, locked_until: Option<DateTime<Utc>>, redriven_from: Option<Uuid>) -> Self {
+        Self { attempts: 0, history: Vec::new(), redriven_from, due, locked_until }
+    }
+
+    /// When it can be claimed: its due time, or the end of its lease if that is later.
+    fn claimable_at(&self) -> DateTime<Utc> {
+        self.locked_until.map_or(self.due, |l| l.max(self.due))
+    }
 }
 
 impl MemoryStore {
@@ -115,5 +147,166 @@ impl EventStore for MemoryStore {
 
     fn stream(&self, query: EventQuery) -> BoxStream<'_, Result<StoredEvent>> {
         paged_stream(query, move |q| std::future::ready(self.page(&q)))
+    }
+
+    fn delivery_log(&self) -> Option<&dyn DeliveryLog> {
+        Some(self)
+    }
+}
+
+/// The outbox and dead-letter queue in memory: the same semantics as the durable stores,
+/// gone with the process.
+#[async_trait]
+impl DeliveryLog for MemoryStore {
+    async fn append_with_deliveries(
+        &self,
+        events: &[&Envelope<dyn EventData>],
+        handlers: &[&str],
+        lease_until: Option<DateTime<Utc>>,
+    ) -> Result<Vec<AppendOutcome>> {
+        let converted = events.iter().map(|e| e.to_dynamic()).collect::<Result<Vec<_>>>()?;
+        let now = Utc::now();
+        let mut inner = self.write()?;
+        let mut out = Vec::with_capacity(converted.len());
+        for event in converted {
+            if let Some(&position) = inner.by_id.get(&event.id) {
+                out.push(AppendOutcome::Duplicate { position });
+                continue;
+            }
+            let position = inner.events.len() as u64 + 1;
+            inner.by_id.insert(event.id, position);
+            for handler in handlers {
+                inner.deliveries.insert((event.id, (*handler).to_owned()), PendingRow::new(now, lease_until, None));
+            }
+            inner.events.push(Arc::new(event));
+            out.push(AppendOutcome::Stored { position });
+        }
+        Ok(out)
+    }
+
+    async fn claim_due(
+        &self,
+        handlers: &[&str],
+        limit: usize,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<PendingDelivery>> {
+        let now = Utc::now();
+        let mut inner = self.write()?;
+        let inner = &mut *inner;
+        let mut due: Vec<(&(Uuid, String), &mut PendingRow)> = inner
+            .deliveries
+            .iter_mut()
+            .filter(|((_, h), row)| handlers.contains(&h.as_str()) && row.claimable_at() <= now)
+            .collect();
+        due.sort_by_key(|(_, row)| row.due);
+        let mut out = Vec::new();
+        for ((event_id, handler), row) in due.into_iter().take(limit) {
+            let Some(&position) = inner.by_id.get(event_id) else { continue };
+            row.locked_until = Some(lease_until);
+            out.push(PendingDelivery {
+                event: (*inner.events[position as usize - 1]).clone(),
+                handler: handler.clone(),
+                attempts: row.attempts,
+                history: row.history.clone(),
+                redriven_from: row.redriven_from,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn complete(&self, done: &[DeliveryKey]) -> Result<()> {
+        let mut inner = self.write()?;
+        for key in done {
+            inner.deliveries.remove(&(key.event_id, key.handler.clone()));
+        }
+        Ok(())
+    }
+
+    async fn retry_at(&self, key: &DeliveryKey, at: DateTime<Utc>, failure: &AttemptRecord) -> Result<()> {
+        let mut inner = self.write()?;
+        if let Some(row) = inner.deliveries.get_mut(&(key.event_id, key.handler.clone())) {
+            row.attempts = failure.attempt;
+            row.history.push(failure.clone());
+            row.due = at;
+            row.locked_until = None;
+        }
+        Ok(())
+    }
+
+    async fn release(&self, keys: &[DeliveryKey]) -> Result<()> {
+        let mut inner = self.write()?;
+        for key in keys {
+            if let Some(row) = inner.deliveries.get_mut(&(key.event_id, key.handler.clone())) {
+                row.locked_until = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn next_due(&self, handlers: &[&str]) -> Result<Option<DateTime<Utc>>> {
+        let inner = self.read()?;
+        Ok(inner
+            .deliveries
+            .iter()
+            .filter(|((_, h), _)| handlers.contains(&h.as_str()))
+            .map(|(_, row)| row.claimable_at())
+            .min())
+    }
+
+    async fn pending_deliveries(&self) -> Result<u64> {
+        Ok(self.read()?.deliveries.len() as u64)
+    }
+
+    async fn bury(&self, letter: &DeadLetter) -> Result<()> {
+        let mut inner = self.write()?;
+        inner.deliveries.remove(&(letter.event.id, letter.handler.clone()));
+        inner.dead.push(letter.clone());
+        Ok(())
+    }
+
+    fn dead_letters(&self, filter: DeadLetterFilter) -> BoxStream<'_, Result<DeadLetter>> {
+        let found = self.read().map(|inner| {
+            let limit = filter.limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+            let mut found: Vec<DeadLetter> = inner.dead.iter().filter(|l| filter.matches(l)).cloned().collect();
+            // Newest failure first; among equal times, the later buried first.
+            found.reverse();
+            found.sort_by(|a, b| b.last_failure.cmp(&a.last_failure));
+            found.truncate(limit);
+            found
+        });
+        match found {
+            Ok(found) => futures::stream::iter(found.into_iter().map(Ok)).boxed(),
+            Err(e) => futures::stream::once(std::future::ready(Err(e))).boxed(),
+        }
+    }
+
+    async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetter>> {
+        Ok(self.read()?.dead.iter().find(|l| l.id == id).cloned())
+    }
+
+    async fn redrive(&self, id: Uuid) -> Result<Option<DeadLetter>> {
+        let now = Utc::now();
+        let mut inner = self.write()?;
+        let Some(letter) = inner.dead.iter_mut().find(|l| l.id == id && l.is_dead()) else { return Ok(None) };
+        letter.state = DeadLetterState::Redriven { at: now };
+        let letter = letter.clone();
+        inner.deliveries.insert((letter.event.id, letter.handler.clone()), PendingRow::new(now, None, Some(id)));
+        Ok(Some(letter))
+    }
+
+    async fn discard(&self, id: Uuid, reason: &str) -> Result<bool> {
+        let mut inner = self.write()?;
+        let Some(letter) = inner.dead.iter_mut().find(|l| l.id == id && l.is_dead()) else { return Ok(false) };
+        letter.state = DeadLetterState::Discarded { at: Utc::now(), reason: reason.to_owned() };
+        Ok(true)
+    }
+
+    async fn dead_letter_counts(&self, filter: &DeadLetterFilter) -> Result<DeadLetterCounts> {
+        let inner = self.read()?;
+        let mut counts = DeadLetterCounts::default();
+        for letter in inner.dead.iter().filter(|l| filter.matches(l)) {
+            counts.add(&letter.handler, letter.event_type(), 1);
+        }
+        Ok(counts)
     }
 }

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 use uuid::Uuid;
 
+use crate::dlq::DeliveryLog;
 use crate::envelope::{Envelope, Event, EventMetadata};
 use crate::error::{Error, Result};
 use crate::event::{EventData, TypedEvent};
@@ -100,6 +101,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// The store's name, for logs and errors.
     fn name(&self) -> &str;
 
+    /// The store's outbox and dead-letter queue, when it keeps them (every store of this
+    /// crate does). A bus on a store without them runs async deliveries at most once and
+    /// has no dead-letter queue.
+    fn delivery_log(&self) -> Option<&dyn DeliveryLog> {
+        None
+    }
+
     /// Appends one event.
     async fn append(&self, event: &Envelope<dyn EventData>) -> Result<AppendOutcome> {
         let mut out = self.append_batch(&[event]).await?;
@@ -149,6 +157,10 @@ impl dyn EventStore {
 impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
     fn name(&self) -> &str {
         (**self).name()
+    }
+
+    fn delivery_log(&self) -> Option<&dyn DeliveryLog> {
+        (**self).delivery_log()
     }
 
     async fn append(&self, event: &Envelope<dyn EventData>) -> Result<AppendOutcome> {
