@@ -329,7 +329,7 @@ mod memory {
     });
 }
 
-#[cfg(any())]
+#[cfg(feature = "sqlite")]
 mod sqlite {
     dlq_suite!(async {
         let dir = tempfile::tempdir().expect("temp dir");

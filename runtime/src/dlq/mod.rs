@@ -39,6 +39,7 @@ pub use self::log::{DeliveryKey, DeliveryLog, PendingDelivery};
 pub use self::record::{
     AttemptRecord, DeadLetter, DeadLetterCounts, DeadLetterFilter, DeadLetterState, FailureKind, FailureRecord,
 };
+pub(crate) use self::record::{StoredLetter, encode_letter};
 use crate::error::{Error, Result};
 
 /// What a redrive or discard of many entries did.

@@ -13,6 +13,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Sqlite, Transaction};
 use uuid::Uuid;
 
+mod outbox;
+
+use self::outbox::NewDeliveries;
 use super::{
     AppendOutcome, EncodedEvent, EncodedRow, EventQuery, EventStore, Order, PAGE_SIZE, Page, QueryBuilder, StoredEvent,
     paged_stream,
@@ -233,13 +236,14 @@ impl SqliteStore {
     }
 }
 
-#[async_trait]
-impl EventStore for SqliteStore {
-    fn name(&self) -> &str {
-        STORE
-    }
-
-    async fn append_batch(&self, events: &[&Envelope<dyn EventData>]) -> Result<Vec<AppendOutcome>> {
+impl SqliteStore {
+    /// Appends events and, with `deliveries`, one pending delivery per handler for each
+    /// event stored now, in one transaction.
+    async fn append_inner(
+        &self,
+        events: &[&Envelope<dyn EventData>],
+        deliveries: Option<NewDeliveries<'_>>,
+    ) -> Result<Vec<AppendOutcome>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -287,9 +291,6 @@ impl EventStore for SqliteStore {
                 ));
             }
         }
-        tx.commit().await.map_err(|e| Error::store(STORE, format!("cannot commit appended events: {e}")))?;
-        drop(writer);
-
         let position = |p: i64| {
             u64::try_from(p).map_err(|_| Error::store(STORE, format!("SQLite returned an invalid position {p}")))
         };
@@ -305,12 +306,34 @@ impl EventStore for SqliteStore {
             };
             out.push(outcome);
         }
+        if let Some(new) = deliveries {
+            let stored: Vec<&str> =
+                encoded.iter().zip(&out).filter(|(_, o)| !o.is_duplicate()).map(|(e, _)| e.id.as_str()).collect();
+            new.insert(&mut tx, &stored).await?;
+        }
+        tx.commit().await.map_err(|e| Error::store(STORE, format!("cannot commit appended events: {e}")))?;
+        drop(writer);
         tracing::trace!(
             events = out.len(),
             inserted = out.len() - out.iter().filter(|o| o.is_duplicate()).count(),
             "appended to the SQLite event store"
         );
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    fn name(&self) -> &str {
+        STORE
+    }
+
+    fn delivery_log(&self) -> Option<&dyn crate::dlq::DeliveryLog> {
+        Some(self)
+    }
+
+    async fn append_batch(&self, events: &[&Envelope<dyn EventData>]) -> Result<Vec<AppendOutcome>> {
+        self.append_inner(events, None).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<StoredEvent>> {

@@ -1,0 +1,408 @@
+//! The outbox and the dead-letter queue of [`SqliteStore`]: the `event_deliveries` and
+//! `dead_letters` tables.
+//!
+//! Every write takes the store's write lock (`BEGIN IMMEDIATE`), so a claim and its lease
+//! are one step: two claimers in this process or another never take the same delivery.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::{self, BoxStream, StreamExt};
+use sqlx::{Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::{MAX_BOUND_PARAMETERS, Row, STORE, SqliteStore, decode_row, format_time, parse_time};
+use crate::dlq::{
+    AttemptRecord, DeadLetter, DeadLetterCounts, DeadLetterFilter, DeliveryKey, DeliveryLog, PendingDelivery,
+    StoredLetter, encode_letter,
+};
+use crate::envelope::Envelope;
+use crate::error::{Error, Result};
+use crate::event::EventData;
+use crate::store::AppendOutcome;
+
+/// Dead letters read per page of [`DeliveryLog::dead_letters`].
+const LETTER_PAGE: i64 = 500;
+
+/// The deliveries an append writes beside its events: one per handler for each event
+/// stored now.
+#[derive(Clone, Copy)]
+pub(super) struct NewDeliveries<'a> {
+    pub(super) handlers: &'a [&'a str],
+    pub(super) lease_until: Option<DateTime<Utc>>,
+}
+
+impl NewDeliveries<'_> {
+    /// Inserts the pending deliveries of the events `event_ids`, in the append's transaction.
+    pub(super) async fn insert(self, tx: &mut Transaction<'static, Sqlite>, event_ids: &[&str]) -> Result<()> {
+        if self.handlers.is_empty() || event_ids.is_empty() {
+            return Ok(());
+        }
+        let now = format_time(&Utc::now());
+        let lease = self.lease_until.as_ref().map(format_time);
+        let rows: Vec<(&str, &str)> =
+            event_ids.iter().flat_map(|id| self.handlers.iter().map(move |h| (*id, *h))).collect();
+        for chunk in rows.chunks(MAX_BOUND_PARAMETERS / 4) {
+            let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO event_deliveries (event_id, handler, next_attempt_at, locked_until) ",
+            );
+            qb.push_values(chunk, |mut row, (id, handler)| {
+                row.push_bind(*id).push_bind(*handler).push_bind(now.as_str()).push_bind(lease.as_deref());
+            });
+            qb.push(" ON CONFLICT (event_id, handler) DO NOTHING");
+            qb.build()
+                .persistent(false)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| Error::store(STORE, format!("cannot record the deliveries of appended events: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// `(?, ?, …)` for `n` bound values, pushed onto `qb`.
+fn push_list<'a>(qb: &mut sqlx::QueryBuilder<'a, Sqlite>, values: impl IntoIterator<Item = String>) {
+    qb.push("(");
+    let mut list = qb.separated(", ");
+    for v in values {
+        list.push_bind(v);
+    }
+    list.push_unseparated(")");
+}
+
+/// ` WHERE (event_id, handler) IN (VALUES (?, ?), …)` for `keys`.
+fn push_keys<'a>(qb: &mut sqlx::QueryBuilder<'a, Sqlite>, keys: &'a [DeliveryKey]) {
+    qb.push(" WHERE (event_id, handler) IN (VALUES ");
+    let mut first = true;
+    for key in keys {
+        if !first {
+            qb.push(", ");
+        }
+        first = false;
+        qb.push("(").push_bind(key.event_id.to_string()).push(", ").push_bind(key.handler.as_str()).push(")");
+    }
+    qb.push(")");
+}
+
+/// The conditions of `filter` on `dead_letters` (its limit aside).
+fn push_letter_filter<'a>(qb: &mut sqlx::QueryBuilder<'a, Sqlite>, filter: &'a DeadLetterFilter) {
+    qb.push(" WHERE 1 = 1");
+    if !filter.include_settled {
+        qb.push(" AND state = 'dead'");
+    }
+    if let Some(h) = &filter.handler {
+        qb.push(" AND handler = ").push_bind(h.as_str());
+    }
+    if let Some(t) = &filter.event_type {
+        qb.push(" AND event_type = ").push_bind(t.as_str());
+    }
+    if let Some(k) = filter.kind {
+        qb.push(" AND kind = ").push_bind(k.as_str());
+    }
+    if let Some(from) = &filter.from {
+        qb.push(" AND last_failure_at >= ").push_bind(format_time(from));
+    }
+    if let Some(to) = &filter.to {
+        qb.push(" AND last_failure_at < ").push_bind(format_time(to));
+    }
+}
+
+/// A `dead_letters` row: entry, state, state time, reason, last failure (for paging).
+type LetterRow = (String, String, Option<String>, Option<String>, String, String);
+
+fn decode_letter(row: &LetterRow) -> Result<DeadLetter> {
+    let (entry, state, state_at, reason, _, _) = row;
+    StoredLetter { entry, state, state_at: state_at.as_deref().and_then(parse_time), reason: reason.clone() }
+        .decode(STORE)
+}
+
+fn db_error(what: &str) -> impl Fn(sqlx::Error) -> Error + '_ {
+    move |e| Error::store(STORE, format!("cannot {what}: {e}"))
+}
+
+#[async_trait]
+impl DeliveryLog for SqliteStore {
+    async fn append_with_deliveries(
+        &self,
+        events: &[&Envelope<dyn EventData>],
+        handlers: &[&str],
+        lease_until: Option<DateTime<Utc>>,
+    ) -> Result<Vec<AppendOutcome>> {
+        self.append_inner(events, Some(NewDeliveries { handlers, lease_until })).await
+    }
+
+    async fn claim_due(
+        &self,
+        handlers: &[&str],
+        limit: usize,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<PendingDelivery>> {
+        if handlers.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = format_time(&Utc::now());
+        let writer = self.write_lock.lock().await;
+        let mut tx = self.begin_write().await?;
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new("UPDATE event_deliveries SET locked_until = ");
+        qb.push_bind(format_time(&lease_until));
+        qb.push(" WHERE rowid IN (SELECT rowid FROM event_deliveries WHERE status = 'pending' AND handler IN ");
+        push_list(&mut qb, handlers.iter().map(|h| (*h).to_owned()));
+        qb.push(" AND next_attempt_at <= ").push_bind(now.clone());
+        qb.push(" AND (locked_until IS NULL OR locked_until <= ").push_bind(now);
+        qb.push(") ORDER BY next_attempt_at LIMIT ").push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        qb.push(") RETURNING event_id, handler, attempts, history, redriven_from");
+        let claimed: Vec<(String, String, i64, String, Option<String>)> =
+            qb.build_query_as().persistent(false).fetch_all(&mut *tx).await.map_err(db_error("claim deliveries"))?;
+        let mut events = std::collections::HashMap::new();
+        for chunk in claimed.chunks(MAX_BOUND_PARAMETERS) {
+            let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+                "SELECT position, id, event_type, source, subject, timestamp, version, data, metadata \
+                 FROM event_store WHERE id IN ",
+            );
+            push_list(&mut qb, chunk.iter().map(|c| c.0.clone()));
+            let rows: Vec<Row> = qb
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error("read the events of claimed deliveries"))?;
+            for row in rows {
+                events.insert(row.1.clone(), row);
+            }
+        }
+        tx.commit().await.map_err(db_error("commit a claim"))?;
+        drop(writer);
+        let mut out = Vec::with_capacity(claimed.len());
+        for (event_id, handler, attempts, history, redriven_from) in claimed {
+            let Some(row) = events.remove(&event_id) else {
+                tracing::error!(target: "better_auth_events", %event_id, %handler, "a pending delivery's event is missing from the store");
+                continue;
+            };
+            // An unreadable event stays leased (and comes back when its lease ends) rather
+            // than stopping the deliveries claimed with it.
+            let event = match decode_row(row) {
+                Ok(stored) => stored.event,
+                Err(e) => {
+                    tracing::error!(target: "better_auth_events", %event_id, %handler, "cannot read a pending delivery's event: {}", crate::ErrorChain(&e));
+                    continue;
+                }
+            };
+            out.push(PendingDelivery {
+                event,
+                handler,
+                attempts: u32::try_from(attempts).unwrap_or(0),
+                history: serde_json::from_str(&history).unwrap_or_default(),
+                redriven_from: redriven_from.and_then(|r| Uuid::parse_str(&r).ok()),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn complete(&self, done: &[DeliveryKey]) -> Result<()> {
+        for chunk in done.chunks(MAX_BOUND_PARAMETERS / 2) {
+            let writer = self.write_lock.lock().await;
+            let mut qb = sqlx::QueryBuilder::<Sqlite>::new("DELETE FROM event_deliveries");
+            push_keys(&mut qb, chunk);
+            qb.build().persistent(false).execute(&self.pool).await.map_err(db_error("mark deliveries done"))?;
+            drop(writer);
+        }
+        Ok(())
+    }
+
+    async fn retry_at(&self, key: &DeliveryKey, at: DateTime<Utc>, failure: &AttemptRecord) -> Result<()> {
+        let record = serde_json::to_string(failure).map_err(|e| Error::store(STORE, e))?;
+        let _writer = self.write_lock.lock().await;
+        sqlx::query(
+            "UPDATE event_deliveries SET attempts = ?, history = json_insert(history, '$[#]', json(?)), \
+             next_attempt_at = ?, locked_until = NULL, first_failure_at = COALESCE(first_failure_at, ?), \
+             last_failure_at = ?, last_error = ? WHERE event_id = ? AND handler = ?",
+        )
+        .bind(i64::from(failure.attempt))
+        .bind(record)
+        .bind(format_time(&at))
+        .bind(format_time(&failure.at))
+        .bind(format_time(&failure.at))
+        .bind(failure.error.to_string())
+        .bind(key.event_id.to_string())
+        .bind(key.handler.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("schedule a retry"))?;
+        Ok(())
+    }
+
+    async fn release(&self, keys: &[DeliveryKey]) -> Result<()> {
+        for chunk in keys.chunks(MAX_BOUND_PARAMETERS / 2) {
+            let writer = self.write_lock.lock().await;
+            let mut qb = sqlx::QueryBuilder::<Sqlite>::new("UPDATE event_deliveries SET locked_until = NULL");
+            push_keys(&mut qb, chunk);
+            qb.build().persistent(false).execute(&self.pool).await.map_err(db_error("release deliveries"))?;
+            drop(writer);
+        }
+        Ok(())
+    }
+
+    async fn next_due(&self, handlers: &[&str]) -> Result<Option<DateTime<Utc>>> {
+        if handlers.is_empty() {
+            return Ok(None);
+        }
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+            "SELECT MIN(CASE WHEN locked_until > next_attempt_at THEN locked_until ELSE next_attempt_at END) \
+             FROM event_deliveries WHERE status = 'pending' AND handler IN ",
+        );
+        push_list(&mut qb, handlers.iter().map(|h| (*h).to_owned()));
+        let (due,): (Option<String>,) =
+            qb.build_query_as().persistent(false).fetch_one(&self.pool).await.map_err(db_error("read due times"))?;
+        Ok(due.as_deref().and_then(parse_time))
+    }
+
+    async fn pending_deliveries(&self) -> Result<u64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM event_deliveries WHERE status = 'pending'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error("count pending deliveries"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn bury(&self, letter: &DeadLetter) -> Result<()> {
+        let entry = encode_letter(letter, STORE)?;
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM event_deliveries WHERE event_id = ? AND handler = ?")
+            .bind(letter.event.id.to_string())
+            .bind(letter.handler.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error("remove a dead delivery"))?;
+        sqlx::query(
+            "INSERT INTO dead_letters (id, event_id, event_type, handler, kind, last_failure_at, entry) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(letter.id.to_string())
+        .bind(letter.event.id.to_string())
+        .bind(letter.event_type())
+        .bind(letter.handler.as_str())
+        .bind(letter.error.kind.as_str())
+        .bind(format_time(&letter.last_failure))
+        .bind(entry)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error("insert a dead letter"))?;
+        tx.commit().await.map_err(db_error("commit a dead letter"))
+    }
+
+    fn dead_letters(&self, filter: DeadLetterFilter) -> BoxStream<'_, Result<DeadLetter>> {
+        struct Paging {
+            filter: DeadLetterFilter,
+            after: Option<(String, String)>,
+            remaining: Option<u64>,
+            done: bool,
+        }
+        let start = Paging { remaining: filter.limit, filter, after: None, done: false };
+        stream::unfold(start, move |mut st| async move {
+            if st.done || st.remaining == Some(0) {
+                return None;
+            }
+            let page = st.remaining.map_or(LETTER_PAGE, |r| i64::try_from(r).unwrap_or(i64::MAX).min(LETTER_PAGE));
+            let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+                "SELECT entry, state, state_at, reason, last_failure_at, id FROM dead_letters",
+            );
+            push_letter_filter(&mut qb, &st.filter);
+            if let Some((at, id)) = &st.after {
+                qb.push(" AND (last_failure_at, id) < (").push_bind(at.clone()).push(", ").push_bind(id.clone());
+                qb.push(")");
+            }
+            qb.push(" ORDER BY last_failure_at DESC, id DESC LIMIT ").push_bind(page);
+            let rows: std::result::Result<Vec<LetterRow>, _> =
+                qb.build_query_as().persistent(false).fetch_all(&self.pool).await;
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(e) => {
+                    st.done = true;
+                    return Some((stream::iter(vec![Err(db_error("read dead letters")(e))]), st));
+                }
+            };
+            st.done = (rows.len() as i64) < page;
+            if let Some(r) = &mut st.remaining {
+                *r = r.saturating_sub(rows.len() as u64);
+            }
+            st.after = rows.last().map(|r| (r.4.clone(), r.5.clone()));
+            let items: Vec<Result<DeadLetter>> = rows.iter().map(decode_letter).collect();
+            Some((stream::iter(items), st))
+        })
+        .flatten()
+        .boxed()
+    }
+
+    async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetter>> {
+        let row: Option<LetterRow> =
+            sqlx::query_as("SELECT entry, state, state_at, reason, last_failure_at, id FROM dead_letters WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error("read a dead letter"))?;
+        row.as_ref().map(decode_letter).transpose()
+    }
+
+    async fn redrive(&self, id: Uuid) -> Result<Option<DeadLetter>> {
+        let now = format_time(&Utc::now());
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.begin_write().await?;
+        let row: Option<LetterRow> = sqlx::query_as(
+            "UPDATE dead_letters SET state = 'redriven', state_at = ? WHERE id = ? AND state = 'dead' \
+             RETURNING entry, state, state_at, reason, last_failure_at, id",
+        )
+        .bind(now.as_str())
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error("redrive a dead letter"))?;
+        let Some(row) = row else { return Ok(None) };
+        let letter = decode_letter(&row)?;
+        sqlx::query(
+            "INSERT INTO event_deliveries (event_id, handler, next_attempt_at, redriven_from) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (event_id, handler) DO UPDATE SET status = 'pending', attempts = 0, history = '[]', \
+             next_attempt_at = excluded.next_attempt_at, locked_until = NULL, first_failure_at = NULL, \
+             last_failure_at = NULL, last_error = NULL, redriven_from = excluded.redriven_from",
+        )
+        .bind(letter.event.id.to_string())
+        .bind(letter.handler.as_str())
+        .bind(now.as_str())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error("make a redriven delivery pending"))?;
+        tx.commit().await.map_err(db_error("commit a redrive"))?;
+        Ok(Some(letter))
+    }
+
+    async fn discard(&self, id: Uuid, reason: &str) -> Result<bool> {
+        let _writer = self.write_lock.lock().await;
+        let done = sqlx::query(
+            "UPDATE dead_letters SET state = 'discarded', state_at = ?, reason = ? WHERE id = ? AND state = 'dead'",
+        )
+        .bind(format_time(&Utc::now()))
+        .bind(reason)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("discard a dead letter"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn dead_letter_counts(&self, filter: &DeadLetterFilter) -> Result<DeadLetterCounts> {
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new("SELECT handler, event_type, COUNT(*) FROM dead_letters");
+        push_letter_filter(&mut qb, filter);
+        qb.push(" GROUP BY handler, event_type");
+        let rows: Vec<(String, String, i64)> = qb
+            .build_query_as()
+            .persistent(false)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error("count dead letters"))?;
+        let mut counts = DeadLetterCounts::default();
+        for (handler, event_type, n) in rows {
+            counts.add(&handler, &event_type, u64::try_from(n).unwrap_or(0));
+        }
+        Ok(counts)
+    }
+}
