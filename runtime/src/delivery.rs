@@ -12,11 +12,13 @@ use chrono::{DateTime, Utc};
 use crossbeam_utils::CachePadded;
 use uuid::Uuid;
 
-use crate::envelope::{Envelope, SharedEvent};
+use crate::dlq::{AttemptRecord, DeadLetter, DeadLetterState, DeliveryKey, FailureRecord};
+use crate::envelope::{Envelope, Event, SharedEvent};
 use crate::error::{HandlerError, Result};
 use crate::event::EventData;
 use crate::event_type::EventType;
 use crate::handler::{Dependencies, Handler, HandlerContext, HandlerMode, RetryPolicy};
+use crate::outbox::Outbox;
 
 /// The hook called for every async delivery that failed its last attempt.
 pub(crate) type FailureHook = Arc<dyn Fn(&DeliveryFailure) + Send + Sync>;
@@ -28,6 +30,8 @@ pub(crate) struct DeliveryEnv {
     pub(crate) on_failure: Option<FailureHook>,
     pub(crate) track_cause: bool,
     pub(crate) stats: Arc<Stats>,
+    /// The store's outbox, when the bus's store keeps one: deliveries are then durable.
+    pub(crate) outbox: Option<Arc<Outbox>>,
 }
 
 /// Counters of the async path, read with [`crate::EventBus::stats`].
@@ -82,6 +86,8 @@ pub struct Delivery {
     pub(crate) event: Arc<SharedEvent>,
     /// The handler and what the bus gives it.
     pub(crate) target: Arc<DeliveryTarget>,
+    /// What earlier attempts left; `None` before the first failure.
+    pub(crate) progress: Option<Box<Progress>>,
 }
 
 /// The handler of a delivery and what the bus gives it, shared by every delivery to that
@@ -123,6 +129,58 @@ impl DeliveryTarget {
                 error,
                 event,
             });
+        }
+    }
+}
+
+impl DeliveryTarget {
+    /// The dead letter of a delivery of `event` to this handler that failed for good with
+    /// `error`; `None` (logged) when the event cannot be put into JSON.
+    pub(crate) fn dead_letter(
+        &self,
+        event: &Envelope<dyn EventData>,
+        progress: Progress,
+        error: &HandlerError,
+    ) -> Option<DeadLetter> {
+        let dynamic = match event.to_dynamic() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(target: "better_auth_events", event_id = %event.id, handler = %self.handler.name(), "cannot put a failed delivery in the dead-letter queue, its event has no JSON form: {}", crate::ErrorChain(&e));
+                return None;
+            }
+        };
+        let now = Utc::now();
+        Some(DeadLetter {
+            id: crate::clock::new_event_id(),
+            delivery_id: event.delivery_id(self.handler.name()),
+            event: dynamic,
+            handler: self.handler.name().to_owned(),
+            attempts: progress.attempts,
+            first_failure: progress.history.first().map_or(now, |r| r.at),
+            last_failure: progress.history.last().map_or(now, |r| r.at),
+            error: FailureRecord::of(error),
+            history: progress.history,
+            redriven_from: progress.redriven_from,
+            state: DeadLetterState::Dead,
+        })
+    }
+
+    /// A delivery whose event cannot be read as this handler's type: it never runs, and is
+    /// reported and dead-lettered at once (a poison event never loops).
+    pub(crate) async fn poisoned(
+        &self,
+        event: &Envelope<dyn EventData>,
+        redriven_from: Option<Uuid>,
+        error: &HandlerError,
+    ) {
+        let now = Utc::now();
+        self.fail_for_good(event, 0, now, error);
+        if let Some(outbox) = &self.env.outbox {
+            let record = AttemptRecord { attempt: 0, at: now, error: FailureRecord::of(error) };
+            let progress = Progress { attempts: 0, history: vec![record], redriven_from };
+            if let Some(letter) = self.dead_letter(event, progress, error) {
+                outbox.bury(&letter).await;
+            }
         }
     }
 }
@@ -193,50 +251,94 @@ impl Delivery {
         if self.target.env.track_cause { crate::cause::with_cause(env, run).await } else { run.await }
     }
 
-    /// Runs the handler with its retry policy (the handler's own, else the bus default) and
-    /// reports a final failure to the bus's failure hook and to `tracing`.
+    /// Runs the handler with its retry policy (the handler's own, else the bus default),
+    /// waiting out each backoff in this task, and reports a final failure (to the failure
+    /// hook, to `tracing`, and to the dead-letter queue of a bus whose store keeps one).
+    ///
+    /// For backends whose consumer runs deliveries one at a time. The worker pool does not
+    /// wait in a worker: it runs one attempt at a time ([`Delivery::attempt`] in the crate)
+    /// and puts a delivery in backoff on a timer, or back in the store's outbox.
     pub async fn run_to_completion(&self) -> std::result::Result<(), HandlerError> {
-        // Retry state is made on the first failure: a delivery that succeeds pays nothing.
-        let mut delays: Option<Box<dyn Iterator<Item = Duration> + Send>> = None;
-        let mut first_failure = None;
-        let mut attempt = 1;
+        let mut this = self.clone();
         loop {
-            match self.execute(attempt).await {
-                Ok(()) => {
-                    self.target.env.stats.succeeded.add(1);
-                    return Ok(());
-                }
-                Err(error) => {
-                    if matches!(error, HandlerError::Panicked(_)) {
-                        self.target.env.stats.panicked.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let first_failure = *first_failure.get_or_insert_with(Utc::now);
-                    let delays = delays.get_or_insert_with(|| {
-                        self.target.handler.retry_policy().unwrap_or(&self.target.env.default_retry).delays()
-                    });
-                    let next = if error.is_retryable() { delays.next() } else { None };
-                    match next {
-                        Some(delay) => {
-                            self.target.env.stats.retried.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(
-                                target: "better_auth_events",
-                                event_id = %self.event_id(),
-                                handler = %self.handler_name(),
-                                attempt,
-                                ?delay,
-                                "async handler failed, retrying: {}",
-                                crate::ErrorChain(&error)
-                            );
-                            tokio::time::sleep(delay).await;
-                            attempt += 1;
-                        }
-                        None => {
-                            self.target.fail_for_good(self.envelope(), attempt, first_failure, &error);
-                            return Err(error);
-                        }
-                    }
-                }
+            match this.attempt().await {
+                Attempt::Succeeded | Attempt::Deferred => return Ok(()),
+                Attempt::RetryIn(delay) => tokio::time::sleep(delay).await,
+                Attempt::Failed(error) => return Err(error),
             }
+        }
+    }
+
+    /// Attempts made before this one.
+    fn attempts_made(&self) -> u32 {
+        self.progress.as_ref().map_or(0, |p| p.attempts)
+    }
+
+    /// The delivery's key in the outbox.
+    pub(crate) fn key(&self) -> DeliveryKey {
+        DeliveryKey { event_id: self.event.env.id, handler: self.target.handler.name().to_owned() }
+    }
+
+    /// Runs one attempt and says what comes next: nothing (it succeeded, it failed for good
+    /// and was reported, or its retry is scheduled in the store's outbox), or a retry after
+    /// a delay, for the caller to schedule.
+    pub(crate) async fn attempt(&mut self) -> Attempt {
+        let attempt = self.attempts_made() + 1;
+        let env = &self.target.env;
+        let error = match self.execute(attempt).await {
+            Ok(()) => {
+                env.stats.succeeded.add(1);
+                if let Some(outbox) = &env.outbox {
+                    outbox.completed(self.key());
+                }
+                return Attempt::Succeeded;
+            }
+            Err(error) => error,
+        };
+        if matches!(error, HandlerError::Panicked(_)) {
+            env.stats.panicked.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = Utc::now();
+        let record = AttemptRecord { attempt, at: now, error: FailureRecord::of(&error) };
+        let progress = self.progress.get_or_insert_default();
+        progress.attempts = attempt;
+        progress.history.push(record.clone());
+        let policy = self.target.handler.retry_policy().unwrap_or(&env.default_retry);
+        if !error.is_retryable() || attempt >= policy.max_attempts {
+            self.fail_for_good(&error).await;
+            return Attempt::Failed(error);
+        }
+        let delay = error.retry_delay().unwrap_or_else(|| policy.delay_before_retry(attempt));
+        env.stats.retried.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            target: "better_auth_events",
+            event_id = %self.event_id(),
+            handler = %self.handler_name(),
+            attempt,
+            ?delay,
+            "async handler failed, retrying: {}",
+            crate::ErrorChain(&error)
+        );
+        match &env.outbox {
+            Some(outbox) => {
+                let at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                outbox.retry_at(&self.key(), at, &record).await;
+                Attempt::Deferred
+            }
+            None => Attempt::RetryIn(delay),
+        }
+    }
+
+    /// Reports a delivery that failed its last attempt, and buries it in the dead-letter
+    /// queue when the bus's store keeps one.
+    async fn fail_for_good(&self, error: &HandlerError) {
+        let progress = self.progress.as_deref().cloned().unwrap_or_default();
+        let first_failure = progress.history.first().map_or_else(Utc::now, |r| r.at);
+        self.target.fail_for_good(&self.event.env, progress.attempts, first_failure, error);
+        if let Some(outbox) = &self.target.env.outbox
+            && let Some(letter) = self.target.dead_letter(&self.event.env, progress, error)
+        {
+            outbox.bury(&letter).await;
         }
     }
 
@@ -246,8 +348,34 @@ impl Delivery {
             event_id: self.event_id(),
             event_type: self.event_type().clone(),
             handler: self.target.handler.inner.name.clone(),
+            attempts: self.attempts_made(),
+            event: self.event.env.to_dynamic().ok(),
         }
     }
+}
+
+/// What one attempt of a delivery leaves to do.
+pub(crate) enum Attempt {
+    /// The handler succeeded.
+    Succeeded,
+    /// It failed, and its next attempt is scheduled in the store's outbox.
+    Deferred,
+    /// It failed; try again after this delay.
+    RetryIn(Duration),
+    /// It failed for good (reported, and dead-lettered where there is a queue).
+    Failed(HandlerError),
+}
+
+/// What earlier attempts of a delivery left: made on its first failure (or taken from the
+/// outbox), so a delivery that succeeds at once carries nothing.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Progress {
+    /// Attempts made.
+    pub(crate) attempts: u32,
+    /// Every failed attempt, in order.
+    pub(crate) history: Vec<AttemptRecord>,
+    /// The dead letter the delivery was redriven from.
+    pub(crate) redriven_from: Option<Uuid>,
 }
 
 /// An async delivery that failed every attempt, as the failure hook sees it (the seam the
@@ -275,7 +403,12 @@ pub struct DeliveryFailure<'a> {
 }
 
 /// A delivery a shutdown could not finish before its deadline.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// On a bus whose store keeps an outbox, it stays pending in the store and the next bus on
+/// that store runs it. Without one it is lost with the process, so the report carries the
+/// event itself, to re-emit or to keep.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct UnfinishedDelivery {
     /// The event's id.
     pub event_id: Uuid,
@@ -283,7 +416,22 @@ pub struct UnfinishedDelivery {
     pub event_type: EventType,
     /// The handler it was for.
     pub handler: Cow<'static, str>,
+    /// Attempts made before the shutdown (a delivery waiting for a retry has some).
+    pub attempts: u32,
+    /// The event, its payload as JSON; `None` only for a payload that cannot be
+    /// serialized.
+    pub event: Option<Event>,
 }
+
+/// Two reports of the same delivery are equal: same event id, type, handler and attempts.
+impl PartialEq for UnfinishedDelivery {
+    fn eq(&self, other: &Self) -> bool {
+        (self.event_id, &self.event_type, &self.handler, self.attempts)
+            == (other.event_id, &other.event_type, &other.handler, other.attempts)
+    }
+}
+
+impl Eq for UnfinishedDelivery {}
 
 /// What a shutdown finished and what it could not.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

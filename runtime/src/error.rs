@@ -170,6 +170,18 @@ pub enum HandlerError {
     /// source is the held error's source, as for [`HandlerError::Failed`].
     Permanent(BoxError),
 
+    /// The handler failed and asks to be retried after `delay` (a rate-limited API that
+    /// said when to come back), instead of its policy's backoff. The attempt counts
+    /// against the policy's `max_attempts` like any other.
+    ///
+    /// Prints the held error's message; its source is the held error's source.
+    RetryAfter {
+        /// How long to wait before the next attempt.
+        delay: Duration,
+        /// Why the attempt failed.
+        error: BoxError,
+    },
+
     /// The handler panicked; the panic was caught and the worker lives on.
     Panicked(String),
 
@@ -195,6 +207,7 @@ impl std::fmt::Display for HandlerError {
         match self {
             Self::Failed(error) => write!(f, "{error}"),
             Self::Permanent(error) => write!(f, "{error} (permanent: not retried)"),
+            Self::RetryAfter { delay, error } => write!(f, "{error} (retry after {delay:?})"),
             Self::Panicked(message) => write!(f, "handler panicked: {message}"),
             Self::Timeout(limit) => write!(f, "handler timed out after {limit:?}"),
             Self::MissingDependency(name) => write!(
@@ -211,7 +224,7 @@ impl std::fmt::Display for HandlerError {
 impl std::error::Error for HandlerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Failed(error) | Self::Permanent(error) => error.source(),
+            Self::Failed(error) | Self::Permanent(error) | Self::RetryAfter { error, .. } => error.source(),
             _ => None,
         }
     }
@@ -265,6 +278,35 @@ impl HandlerError {
     /// A failure that must not be retried.
     pub fn permanent(message: impl Into<String>) -> Self {
         Self::Permanent(Box::new(Message(message.into())))
+    }
+
+    /// A failure to retry after `delay` rather than after the policy's backoff: a mail API
+    /// answered "429, come back in 30 s".
+    ///
+    /// ```
+    /// # use better_auth_events_runtime::HandlerError;
+    /// # use std::time::Duration;
+    /// let e = HandlerError::retry_after(Duration::from_secs(30));
+    /// assert_eq!(e.retry_delay(), Some(Duration::from_secs(30)));
+    /// ```
+    pub fn retry_after(delay: Duration) -> Self {
+        Self::RetryAfter { delay, error: Box::new(Message(format!("the handler asked to be retried after {delay:?}"))) }
+    }
+
+    /// This error, to be retried after `delay` rather than after the policy's backoff.
+    pub fn with_retry_after(self, delay: Duration) -> Self {
+        match self {
+            Self::Failed(error) | Self::RetryAfter { error, .. } => Self::RetryAfter { delay, error },
+            other => Self::RetryAfter { delay, error: Box::new(other) },
+        }
+    }
+
+    /// The delay the handler asked for before the next attempt, if it asked.
+    pub fn retry_delay(&self) -> Option<Duration> {
+        match self {
+            Self::RetryAfter { delay, .. } => Some(*delay),
+            _ => None,
+        }
     }
 
     /// Wraps any error; a `HandlerError` inside is unwrapped rather than nested.

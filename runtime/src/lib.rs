@@ -37,6 +37,7 @@ mod event;
 mod event_type;
 mod handler;
 mod middleware;
+mod outbox;
 pub mod replay;
 mod route;
 pub mod schema;
@@ -44,7 +45,7 @@ pub mod store;
 
 pub use async_trait::async_trait;
 
-pub use backend::{AsyncBackend, BackpressurePolicy, WorkerPool, WorkerPoolConfig};
+pub use backend::{AsyncBackend, BackpressurePolicy, Room, WorkerPool, WorkerPoolConfig};
 pub use bus::{
     BatchConfig, BusStats, EmitReceipt, EmitStatus, EventBus, EventBusBuilder, IntoEnvelope, ValidationMode,
 };

@@ -82,6 +82,11 @@ impl RouteTable {
         }
     }
 
+    /// Every async handler's delivery target, by handler name.
+    pub(crate) fn async_targets(&self) -> FxHashMap<&str, &Arc<DeliveryTarget>> {
+        self.routes.values().flat_map(|r| r.asynchronous.iter()).map(|t| (t.handler.name(), t)).collect()
+    }
+
     /// The route of the events named `name`.
     pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<Route>> {
         self.routes.get(name)

@@ -61,6 +61,36 @@ pub trait AsyncBackend: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Room for `n` deliveries, taken without waiting: `Ok(None)` when the backend would
+    /// have to wait for it, an error when it refuses (a full queue whose policy is
+    /// [`BackpressurePolicy::FailFast`], a closed backend).
+    ///
+    /// The bus reserves room *before* it stores an event, so that an emit refused for want
+    /// of room stores nothing. The default: every backend has room.
+    fn try_reserve(&self, _n: usize) -> Result<Option<Room>> {
+        Ok(Some(Room::unlimited()))
+    }
+
+    /// Room for `n` deliveries, waiting for it as the backend's policy says.
+    async fn reserve(&self, _n: usize) -> Result<Room> {
+        Ok(Room::unlimited())
+    }
+
+    /// Takes deliveries whose room is reserved, without waiting: `Ok(None)` when taken,
+    /// `Ok(Some(deliveries))` to give those not taken back (the bus then awaits
+    /// [`AsyncBackend::publish_all`] with them). The default offers each to
+    /// [`AsyncBackend::try_publish`].
+    fn send_reserved(&self, room: Room, deliveries: Vec<Delivery>) -> Result<Option<Vec<Delivery>>> {
+        drop(room);
+        let mut back = Vec::new();
+        for d in deliveries {
+            if let Some(d) = self.try_publish(d)? {
+                back.push(d);
+            }
+        }
+        Ok((!back.is_empty()).then_some(back))
+    }
+
     /// Stops taking deliveries and finishes what it holds within `deadline`.
     async fn close(&self, deadline: Duration) -> Result<ShutdownReport>;
 
@@ -68,7 +98,66 @@ pub trait AsyncBackend: Send + Sync + 'static {
     fn name(&self) -> &str;
 }
 
+/// Room reserved in a backend's queue for deliveries not sent yet. Dropped unused, it
+/// gives the room back.
+#[derive(Debug)]
+#[must_use = "dropping a room gives it back"]
+pub struct Room {
+    held: Option<(Arc<tokio::sync::Semaphore>, u32)>,
+}
+
+impl Room {
+    /// Room in a backend that has no limit.
+    pub fn unlimited() -> Self {
+        Self { held: None }
+    }
+
+    /// `n` permits of `semaphore`, already taken (and forgotten) by the caller.
+    pub(crate) fn taken(semaphore: &Arc<tokio::sync::Semaphore>, n: u32) -> Self {
+        Self { held: Some((Arc::clone(semaphore), n)) }
+    }
+
+    /// Gives back all but `n` of the room (deliveries that will not be sent after all).
+    pub(crate) fn shrink_to(&mut self, n: usize) {
+        if let Some((semaphore, held)) = &mut self.held {
+            let keep = u32::try_from(n).unwrap_or(u32::MAX).min(*held);
+            semaphore.add_permits((*held - keep) as usize);
+            *held = keep;
+        }
+    }
+
+    /// Splits off room for `n` deliveries (at most what this room holds).
+    pub(crate) fn split(&mut self, n: usize) -> Room {
+        match &mut self.held {
+            Some((semaphore, held)) => {
+                let take = u32::try_from(n).unwrap_or(u32::MAX).min(*held);
+                *held -= take;
+                Room { held: Some((Arc::clone(semaphore), take)) }
+            }
+            None => Room::unlimited(),
+        }
+    }
+
+    /// Keeps the room: the deliveries now in the queue hold it, and give it back one by
+    /// one as they leave the queue.
+    pub(crate) fn keep(mut self) {
+        self.held = None;
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        if let Some((semaphore, n)) = self.held.take() {
+            semaphore.add_permits(n as usize);
+        }
+    }
+}
+
 /// What to do when the worker pool's queue is full.
+///
+/// With a store that keeps an outbox (every store of this crate), an emit never waits
+/// for queue room and never fails for want of it: its deliveries are stored with the
+/// event, and those the queue cannot take at once are run as room frees up.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BackpressurePolicy {
     /// Wait for room (the emitter slows down to the workers' pace).
@@ -93,6 +182,18 @@ impl<B: AsyncBackend + ?Sized> AsyncBackend for Arc<B> {
 
     async fn publish_all(&self, deliveries: Vec<Delivery>) -> Result<()> {
         (**self).publish_all(deliveries).await
+    }
+
+    fn try_reserve(&self, n: usize) -> Result<Option<Room>> {
+        (**self).try_reserve(n)
+    }
+
+    async fn reserve(&self, n: usize) -> Result<Room> {
+        (**self).reserve(n).await
+    }
+
+    fn send_reserved(&self, room: Room, deliveries: Vec<Delivery>) -> Result<Option<Vec<Delivery>>> {
+        (**self).send_reserved(room, deliveries)
     }
 
     async fn close(&self, deadline: Duration) -> Result<ShutdownReport> {

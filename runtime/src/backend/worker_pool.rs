@@ -11,8 +11,10 @@ use concurrent_queue::ConcurrentQueue;
 use crossbeam_utils::CachePadded;
 use tokio::sync::{Notify, Semaphore, TryAcquireError};
 
-use super::{AsyncBackend, BackpressurePolicy};
-use crate::delivery::{Delivery, ShutdownReport, UnfinishedDelivery};
+use rustc_hash::FxHashMap;
+
+use super::{AsyncBackend, BackpressurePolicy, Room};
+use crate::delivery::{Attempt, Delivery, ShutdownReport, UnfinishedDelivery};
 use crate::error::{Error, Result};
 
 /// Configuration of the [`WorkerPool`].
@@ -41,6 +43,16 @@ struct Running {
     /// waiting on `ready`): while there is one, a delivery queued needs no wake-up.
     searching: Arc<CachePadded<AtomicUsize>>,
     workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Per worker, whether it is running a delivery: each on a cache line of its own, so
+    /// the workers never write to a shared line per delivery. Read by `close`.
+    busy: Arc<[CachePadded<AtomicBool>]>,
+}
+
+impl Running {
+    /// Whether nothing is queued and no worker runs a delivery.
+    fn idle(&self) -> bool {
+        self.queue.is_empty() && self.busy.iter().all(|b| !b.load(Ordering::Acquire))
+    }
 }
 
 /// How many times a worker that finds the queue empty yields to the runtime and looks
@@ -76,6 +88,40 @@ pub struct WorkerPool {
     /// touched per delivery while the pool runs).
     drained: Arc<AtomicU64>,
     interrupted: Arc<Mutex<Vec<UnfinishedDelivery>>>,
+    /// Deliveries waiting on a timer for their next attempt.
+    retries: Arc<Retries>,
+}
+
+/// Deliveries in backoff: each waits on a timer of its own, not in a worker, and goes back
+/// in the queue when its timer fires.
+#[derive(Default)]
+struct Retries {
+    next: AtomicU64,
+    waiting: Mutex<FxHashMap<u64, (Delivery, Option<tokio::task::AbortHandle>)>>,
+}
+
+impl Retries {
+    fn take(&self, id: u64) -> Option<Delivery> {
+        self.waiting.lock().ok()?.remove(&id).map(|(d, _)| d)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.waiting.lock().map(|w| w.is_empty()).unwrap_or(true)
+    }
+
+    /// Stops every timer and returns the deliveries that were waiting.
+    fn cancel_all(&self) -> Vec<Delivery> {
+        let Ok(mut waiting) = self.waiting.lock() else { return Vec::new() };
+        waiting
+            .drain()
+            .map(|(_, (d, timer))| {
+                if let Some(t) = timer {
+                    t.abort();
+                }
+                d
+            })
+            .collect()
+    }
 }
 
 impl fmt::Debug for WorkerPool {
@@ -125,6 +171,7 @@ impl WorkerPool {
             closed: Arc::new(AtomicBool::new(false)),
             drained: Arc::new(AtomicU64::new(0)),
             interrupted: Arc::new(Mutex::new(Vec::new())),
+            retries: Arc::default(),
         }
     }
 
@@ -156,35 +203,54 @@ impl WorkerPool {
             });
             let ready = Arc::new(Notify::new());
             let searching = Arc::new(CachePadded::new(AtomicUsize::new(0)));
+            let busy: Arc<[CachePadded<AtomicBool>]> =
+                (0..self.config.workers).map(|_| CachePadded::new(AtomicBool::new(false))).collect();
             let workers = (0..self.config.workers)
-                .map(|_| {
+                .map(|i| {
+                    let busy = Arc::clone(&busy);
                     let (queue, ready, searching) = (Arc::clone(&queue), Arc::clone(&ready), Arc::clone(&searching));
                     let room = Arc::clone(&self.room);
                     let closed = Arc::clone(&self.closed);
                     let drained = Arc::clone(&self.drained);
                     let interrupted = Arc::clone(&self.interrupted);
+                    let retries = Arc::clone(&self.retries);
+                    let handle2 = handle.clone();
                     handle.spawn(async move {
                         while let Some(job) = next_delivery(&queue, &ready, &searching).await {
+                            busy[i].store(true, Ordering::Release);
                             room.add_permits(1);
                             let mut guard = InFlight { job: Some(job), sink: &interrupted };
-                            if let Some(job) = &guard.job {
+                            let mut retry = None;
+                            if let Some(job) = &mut guard.job {
                                 // Failures are reported inside; nothing goes back to the emitter.
-                                let _ = job.run_to_completion().await;
+                                if let Attempt::RetryIn(delay) = job.attempt().await {
+                                    retry = Some(delay);
+                                }
                             }
-                            guard.job = None;
-                            if closed.load(Ordering::Relaxed) {
+                            let job = guard.job.take();
+                            if let (Some(delay), Some(job)) = (retry, job) {
+                                let queue = Queues {
+                                    queue: Arc::clone(&queue),
+                                    ready: Arc::clone(&ready),
+                                    searching: Arc::clone(&searching),
+                                    room: Arc::clone(&room),
+                                    interrupted: Arc::clone(&interrupted),
+                                };
+                                schedule_retry(&handle2, &retries, queue, delay, job);
+                            } else if closed.load(Ordering::Relaxed) {
                                 drained.fetch_add(1, Ordering::Relaxed);
                             }
+                            busy[i].store(false, Ordering::Release);
                         }
                     })
                 })
                 .collect();
-            Running { queue, ready, searching, workers: Mutex::new(workers) }
+            Running { queue, ready, searching, workers: Mutex::new(workers), busy }
         }))
     }
 
     /// Room in the queue for `n` deliveries, all or none, as the backpressure policy says.
-    async fn reserve(&self, n: usize) -> Result<()> {
+    async fn reserve_room(&self, n: usize) -> Result<Room> {
         let capacity = self.config.queue_size;
         let full = |waited| Error::Backpressure { backend: "worker-pool".into(), capacity, waited };
         if n > capacity {
@@ -209,21 +275,32 @@ impl WorkerPool {
         };
         // Workers give the room back one delivery at a time as they take them.
         permit.forget();
-        Ok(())
+        Ok(Room::taken(&self.room, n32))
     }
 
     /// Queues deliveries whose room is reserved.
     fn send(&self, running: &Running, deliveries: impl IntoIterator<Item = Delivery>) -> Result<()> {
         for d in deliveries {
-            running.queue.push(d).map_err(|e| match e {
-                concurrent_queue::PushError::Closed(_) => Error::Closed,
+            match running.queue.push(d) {
+                Ok(()) => {}
+                // Shut down between the reservation and now: the delivery is listed in the
+                // shutdown report, with its event.
+                Err(concurrent_queue::PushError::Closed(d)) => {
+                    tracing::warn!(target: "better_auth_events", event_id = %d.event_id(), handler = %d.handler_name(), "the worker pool shut down before this delivery was queued");
+                    if let Ok(mut sink) = self.interrupted.lock() {
+                        sink.push(d.describe());
+                    }
+                    continue;
+                }
                 // The reserved room makes this unreachable; never a silent drop if it is not.
-                concurrent_queue::PushError::Full(_) => Error::Backpressure {
-                    backend: "worker-pool".into(),
-                    capacity: self.config.queue_size,
-                    waited: None,
-                },
-            })?;
+                Err(concurrent_queue::PushError::Full(_)) => {
+                    return Err(Error::Backpressure {
+                        backend: "worker-pool".into(),
+                        capacity: self.config.queue_size,
+                        waited: None,
+                    });
+                }
+            }
             // SeqCst, after the push (itself a full barrier): either a searching worker
             // leaving the search sees this delivery, or this sees no worker searching.
             if running.searching.load(Ordering::SeqCst) == 0 {
@@ -309,22 +386,66 @@ impl AsyncBackend for WorkerPool {
             return Err(Error::Closed);
         }
         let running = self.running()?;
-        self.reserve(deliveries.len()).await?;
+        self.reserve_room(deliveries.len()).await?.keep();
         self.send(running, deliveries)
+    }
+
+    fn try_reserve(&self, n: usize) -> Result<Option<Room>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.running()?;
+        let capacity = self.config.queue_size;
+        let full = || Error::Backpressure { backend: "worker-pool".into(), capacity, waited: None };
+        let n32 = u32::try_from(n).ok().filter(|_| n <= capacity).ok_or_else(full)?;
+        match self.room.try_acquire_many(n32) {
+            Ok(permit) => {
+                permit.forget();
+                Ok(Some(Room::taken(&self.room, n32)))
+            }
+            Err(TryAcquireError::Closed) => Err(Error::Closed),
+            Err(TryAcquireError::NoPermits) => match self.config.backpressure {
+                BackpressurePolicy::FailFast => Err(full()),
+                _ => Ok(None),
+            },
+        }
+    }
+
+    async fn reserve(&self, n: usize) -> Result<Room> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.running()?;
+        self.reserve_room(n).await
+    }
+
+    fn send_reserved(&self, room: Room, deliveries: Vec<Delivery>) -> Result<Option<Vec<Delivery>>> {
+        let running = self.running()?;
+        room.keep();
+        self.send(running, deliveries)?;
+        Ok(None)
     }
 
     async fn close(&self, deadline: Duration) -> Result<ShutdownReport> {
         self.closed.store(true, Ordering::Release);
-        // Wake emitters waiting for room: they get `Closed`.
+        let started = Instant::now();
+        // What is queued, running or in backoff gets until the deadline: retries whose next
+        // attempt comes within it get that attempt.
+        if let Some(running) = self.running.get() {
+            while !(running.idle() && self.retries.is_empty()) && started.elapsed() < deadline {
+                tokio::time::sleep(RETRY_DRAIN_POLL.min(deadline.saturating_sub(started.elapsed()))).await;
+            }
+        }
+        // Wake emitters waiting for room: they get `Closed`, having stored nothing.
         self.room.close();
         let Some(running) = self.running.get() else {
             return Ok(ShutdownReport::default());
         };
+        let deadline = deadline.saturating_sub(started.elapsed());
         // Workers take what is queued, then stop.
         running.queue.close();
         running.ready.notify_waiters();
         let workers: Vec<_> = running.workers.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default();
-        let started = Instant::now();
         let mut handles = workers;
         let joined = tokio::time::timeout(deadline, futures::future::join_all(handles.iter_mut())).await;
         let mut unfinished = Vec::new();
@@ -343,6 +464,13 @@ impl AsyncBackend for WorkerPool {
             if let Ok(mut interrupted) = self.interrupted.lock() {
                 unfinished.append(&mut interrupted);
             }
+        }
+        // Deliveries still in backoff (a retry scheduled as the workers stopped among them).
+        unfinished.extend(self.retries.cancel_all().iter().map(Delivery::describe));
+        if let Ok(mut interrupted) = self.interrupted.lock() {
+            unfinished.append(&mut interrupted);
+        }
+        if !unfinished.is_empty() {
             tracing::warn!(
                 target: "better_auth_events",
                 unfinished = unfinished.len(),
@@ -367,5 +495,66 @@ impl Drop for WorkerPool {
             running.queue.close();
             running.ready.notify_waiters();
         }
+        // Deliveries in backoff are dropped with the pool (at most once without an outbox).
+        let dropped = self.retries.cancel_all();
+        if !dropped.is_empty() {
+            tracing::warn!(target: "better_auth_events", deliveries = dropped.len(), "worker pool dropped with deliveries waiting for a retry");
+        }
+    }
+}
+
+/// How often a closing pool looks whether the deliveries in backoff are done.
+const RETRY_DRAIN_POLL: Duration = Duration::from_millis(10);
+
+/// What a retry timer needs to put its delivery back in the queue.
+struct Queues {
+    queue: Arc<ConcurrentQueue<Delivery>>,
+    ready: Arc<Notify>,
+    searching: Arc<CachePadded<AtomicUsize>>,
+    room: Arc<Semaphore>,
+    interrupted: Arc<Mutex<Vec<UnfinishedDelivery>>>,
+}
+
+/// Puts `job` on a timer of its own: after `delay` it takes room in the queue (waiting for
+/// it in the timer's task, never in a worker) and goes back in.
+fn schedule_retry(
+    runtime: &tokio::runtime::Handle,
+    retries: &Arc<Retries>,
+    to: Queues,
+    delay: Duration,
+    job: Delivery,
+) {
+    let id = retries.next.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut waiting) = retries.waiting.lock() {
+        waiting.insert(id, (job, None));
+    } else {
+        return;
+    }
+    let timer_retries = Arc::clone(retries);
+    let timer = runtime.spawn(async move {
+        tokio::time::sleep(delay).await;
+        let Some(job) = timer_retries.take(id) else { return };
+        let lost = |job: &Delivery| {
+            if let Ok(mut sink) = to.interrupted.lock() {
+                sink.push(job.describe());
+            }
+        };
+        match to.room.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return lost(&job),
+        }
+        match to.queue.push(job) {
+            Ok(()) => {
+                if to.searching.load(Ordering::SeqCst) == 0 {
+                    to.ready.notify_last();
+                }
+            }
+            Err(e) => lost(&e.into_inner()),
+        }
+    });
+    if let Ok(mut waiting) = retries.waiting.lock()
+        && let Some(entry) = waiting.get_mut(&id)
+    {
+        entry.1 = Some(timer.abort_handle());
     }
 }

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -13,6 +14,7 @@ use crate::delivery::{DeliveryEnv, DeliveryFailure, FailureHook, Stats};
 use crate::error::{Error, Result};
 use crate::handler::{Dependencies, Handler, RetryPolicy};
 use crate::middleware::EventMiddleware;
+use crate::outbox::Outbox;
 use crate::route::RouteTable;
 use crate::schema::SchemaRegistry;
 use crate::store::EventStore;
@@ -48,6 +50,8 @@ pub struct EventBusBuilder {
     registry: Option<SchemaRegistry>,
     default_retry: RetryPolicy,
     on_failure: Option<FailureHook>,
+    delivery_lease: Duration,
+    outbox_poll: Duration,
 }
 
 impl Default for EventBusBuilder {
@@ -67,6 +71,8 @@ impl Default for EventBusBuilder {
             registry: None,
             default_retry: RetryPolicy::default(),
             on_failure: None,
+            delivery_lease: crate::outbox::DEFAULT_LEASE,
+            outbox_poll: crate::outbox::DEFAULT_POLL,
         }
     }
 }
@@ -241,6 +247,24 @@ impl EventBusBuilder {
         self
     }
 
+    /// How long a process holds an async delivery it runs before another process (or the
+    /// next start of this one) may take it over (default 60 s). With a store that keeps an
+    /// outbox, a delivery whose process died runs again once its lease ends; a handler
+    /// attempt that runs longer than the lease may run twice. Retries do not count against
+    /// it: a delivery in backoff waits in the store, unleased.
+    pub fn delivery_lease(mut self, lease: Duration) -> Self {
+        self.delivery_lease = lease.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How often the bus looks in its store's outbox for deliveries nobody runs: those
+    /// another process left when it died, redriven dead letters, retries falling due
+    /// (default 1 s; a retry that falls due sooner wakes it sooner).
+    pub fn outbox_poll_interval(mut self, every: Duration) -> Self {
+        self.outbox_poll = every.max(Duration::from_millis(1));
+        self
+    }
+
     /// Builds the bus, as the seed writes it: `EventBus::builder().with_store(store).build()`.
     ///
     /// It does not fail: a configuration that fails its checks (see
@@ -307,14 +331,19 @@ impl EventBusBuilder {
         registry: Arc<SchemaRegistry>,
         broken: Option<String>,
     ) -> EventBus {
+        let outbox = match &self.store {
+            Some(store) if broken.is_none() => Outbox::of(store, self.delivery_lease, self.outbox_poll).map(Arc::new),
+            _ => None,
+        };
         let delivery_env = Arc::new(DeliveryEnv {
             deps: Arc::new(self.deps),
             default_retry: self.default_retry,
             on_failure: self.on_failure,
             track_cause: self.middleware.iter().any(|m| m.needs_cause()),
             stats: Arc::new(Stats::default()),
+            outbox,
         });
-        EventBus {
+        let bus = EventBus {
             inner: Arc::new(BusInner {
                 routes: ArcSwap::from_pointee(RouteTable::new(handlers, &delivery_env)),
                 register_lock: std::sync::Mutex::new(()),
@@ -329,8 +358,11 @@ impl EventBusBuilder {
                 registry,
                 closed: AtomicBool::new(false),
                 broken,
+                pump: std::sync::Mutex::new(None),
             }),
-        }
+        };
+        bus.start_outbox();
+        bus
     }
 }
 

@@ -12,12 +12,14 @@ use super::validation::validate_dynamic;
 use super::{EmitReceipt, EmitStatus, EventBus, IntoEnvelope};
 use futures::future::BoxFuture;
 
+use crate::backend::Room;
 use crate::delivery::{Delivery, DeliveryTarget};
 use crate::envelope::{DEFAULT_SOURCE, Envelope, Event, SharedEvent};
 use crate::error::{Error, HandlerError, Result};
 use crate::event::EventData;
 use crate::handler::{Handler, HandlerContext, HandlerMode, caught};
 use crate::middleware::Flow;
+use crate::outbox::Outbox;
 use crate::route::Route;
 
 /// Which handlers an emit runs inline.
@@ -48,21 +50,88 @@ impl EventBus {
         };
         let async_route = route.filter(|r| phase == Phase::Emit && !r.asynchronous.is_empty()).cloned();
         drop(routes);
+        if let (Some(route), Some(outbox)) = (&async_route, &self.inner.delivery_env.outbox) {
+            return self.emit_durable(env, route, outbox, handlers_run).await;
+        }
+        // Room for the async deliveries is taken before the event is stored: an emit refused
+        // for want of room (or by a shutdown) has stored nothing.
+        let room = match &async_route {
+            Some(route) => Some(self.reserve(route.asynchronous.len()).await?),
+            None => None,
+        };
         let position = match &self.inner.store {
             Some(store) => Some(store.append(&env).await?.position()),
             None => None,
         };
-        let Some(route) = async_route else {
+        let (Some(route), Some(room)) = (async_route, room) else {
             // The event ends here: the receipt takes its type rather than a copy of it.
             return Ok(EmitReceipt { position, ..EmitReceipt::from_envelope(env, handlers_run) });
         };
         let mut receipt = EmitReceipt { position, ..EmitReceipt::emitted(&env, handlers_run) };
-        let (n, pending) = self.hand_over(env, &route)?;
+        let (n, pending) = self.hand_over(env, &route, room)?;
         drop(route);
         if let Some(pending) = pending {
             pending.await?;
         }
         receipt.async_deliveries = n;
+        Ok(receipt)
+    }
+
+    /// Room in the backend for `n` deliveries: at once when there is some, else as the
+    /// backpressure policy says.
+    #[inline]
+    pub(super) async fn reserve(&self, n: usize) -> Result<Room> {
+        let backend = &*self.inner.backend;
+        match backend.try_reserve(n)? {
+            Some(room) => Ok(room),
+            None => backend.reserve(n).await,
+        }
+    }
+
+    /// The end of an emit on a bus whose store keeps an outbox: the event and one pending
+    /// delivery per async handler go in one transaction. Deliveries the backend has room
+    /// for are leased to this process and run at once; the others wait in the store for
+    /// the pump, so the emit never waits for queue room and never fails for want of it.
+    /// An event stored before (same id) is not delivered again.
+    async fn emit_durable<T: EventData>(
+        &self,
+        env: Envelope<T>,
+        route: &Arc<Route>,
+        outbox: &Arc<Outbox>,
+        handlers_run: usize,
+    ) -> Result<EmitReceipt> {
+        self.start_outbox();
+        let names: Vec<&str> = route.asynchronous.iter().map(|t| t.handler.name()).collect();
+        let room = self.inner.backend.try_reserve(names.len()).ok().flatten();
+        let lease = room.as_ref().map(|_| outbox.lease_from_now());
+        let outcome = {
+            let events: [&Envelope<dyn EventData>; 1] = [&env];
+            let mut outcomes = outbox.log()?.append_with_deliveries(&events, &names, lease).await?;
+            outcomes.pop().ok_or_else(|| Error::store("outbox", "an append returned no outcome for its event"))?
+        };
+        let mut receipt =
+            EmitReceipt { position: Some(outcome.position()), ..EmitReceipt::emitted(&env, handlers_run) };
+        if outcome.is_duplicate() {
+            return Ok(receipt);
+        }
+        receipt.async_deliveries = names.len();
+        let Some(room) = room else {
+            outbox.wake.notify_one();
+            return Ok(receipt);
+        };
+        let (_, pending) = self.hand_over(env, route, room)?;
+        if let Some(pending) = pending
+            && let Err(e) = pending.await
+        {
+            // The deliveries are stored: they are not lost, the pump hands them over again.
+            tracing::warn!(target: "better_auth_events", backend = self.inner.backend.name(), "the backend refused deliveries already in the outbox; they will be handed over again: {}", crate::ErrorChain(&e));
+            let keys: Vec<_> = names
+                .iter()
+                .map(|h| crate::dlq::DeliveryKey { event_id: receipt.id, handler: (*h).to_owned() })
+                .collect();
+            outbox.release(&keys).await;
+            outbox.wake.notify_one();
+        }
         Ok(receipt)
     }
 
@@ -212,38 +281,52 @@ impl EventBus {
         &self,
         env: Envelope<T>,
         route: &Route,
+        mut room: Room,
     ) -> Result<(usize, Option<BoxFuture<'_, Result<()>>>)> {
         let shared: Arc<SharedEvent> = SharedEvent::new(env);
         let payload = payload_type(&shared.env);
         let mut conversions = Conversions::default();
         // A delivery whose event cannot be read as its handler's type fails on its own,
-        // reported as any delivery that failed for good; the emit and the other deliveries
-        // go on.
+        // reported (and dead-lettered) as any delivery that failed for good; the emit and
+        // the other deliveries go on.
         let mut delivery = |target: &Arc<DeliveryTarget>| -> Option<Delivery> {
             match conversions.for_handler(&target.handler, &shared.env, payload) {
                 Ok(converted) => Some(Delivery {
                     event: converted.unwrap_or_else(|| Arc::clone(&shared)),
                     target: Arc::clone(target),
+                    progress: None,
                 }),
                 Err(error) => {
-                    target.fail_for_good(&shared.env, 0, chrono::Utc::now(), &error);
+                    poisoned(target, &shared, error);
                     None
                 }
             }
         };
+        let all: Vec<Delivery> = route.asynchronous.iter().filter_map(&mut delivery).collect();
+        let n = all.len();
+        if n == 0 {
+            return Ok((0, None));
+        }
+        room.shrink_to(n);
         let backend = &*self.inner.backend;
-        let (n, pending) = match route.asynchronous.as_slice() {
-            // The usual case, one async handler: the backend takes it at once when it can.
-            [only] => match delivery(only) {
-                Some(one) => (1, backend.try_publish(one)?.map(|d| backend.publish(d))),
-                None => (0, None),
-            },
-            targets => {
-                let all: Vec<Delivery> = targets.iter().filter_map(&mut delivery).collect();
-                (all.len(), (!all.is_empty()).then(|| backend.publish_all(all)))
-            }
-        };
+        let pending = backend.send_reserved(room, all)?.map(|back| backend.publish_all(back));
         Ok((n, pending))
+    }
+}
+
+/// Reports a delivery whose event cannot be read as its handler's type, and dead-letters
+/// it in the background when the bus has a dead-letter queue.
+fn poisoned(target: &Arc<DeliveryTarget>, event: &Arc<SharedEvent>, error: HandlerError) {
+    if target.env.outbox.is_none() {
+        target.fail_for_good(&event.env, 0, chrono::Utc::now(), &error);
+        return;
+    }
+    let (target, event) = (Arc::clone(target), Arc::clone(event));
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move { target.poisoned(&event.env, None, &error).await });
+        }
+        Err(_) => target.fail_for_good(&event.env, 0, chrono::Utc::now(), &error),
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod builder;
 mod dispatch;
+mod pump;
 mod validation;
 
 use std::future::Future;
@@ -28,7 +29,7 @@ use crate::event::{EventData, TypedEvent};
 use crate::event_type::EventType;
 use crate::handler::{Dependencies, DynHandlerFn, EventHandler, Handler, HandlerOptions, TypedHandlerFn};
 use crate::middleware::EventMiddleware;
-use crate::route::RouteTable;
+use crate::route::{Route, RouteTable};
 use crate::schema::SchemaRegistry;
 use crate::store::EventStore;
 
@@ -151,6 +152,8 @@ struct BusInner {
     /// Why the bus could not be built as configured: every emit and registration fails
     /// with it (see [`EventBusBuilder::build`]).
     broken: Option<String>,
+    /// The task that runs the outbox's due deliveries, once started.
+    pump: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The event bus: middleware, then sync handlers inline, then the store, then async
@@ -357,8 +360,41 @@ impl EventBus {
             let async_route = route.filter(|r| !r.asynchronous.is_empty());
             kept.push((env, async_route, receipts.len() - 1));
         }
+        let chunk = if self.inner.batch.enabled { self.inner.batch.batch_size.max(1) } else { 1 };
+        if let Some(outbox) = &self.inner.delivery_env.outbox {
+            // The events and their deliveries go in together, unleased; the pump runs them.
+            self.start_outbox();
+            let log = outbox.log()?;
+            for group in kept.chunks(chunk) {
+                let same_handlers = |a: &Option<Arc<Route>>, b: &Option<Arc<Route>>| match (a, b) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
+                for run in group.chunk_by(|a, b| same_handlers(&a.1, &b.1)) {
+                    let names: Vec<&str> = run[0]
+                        .1
+                        .as_ref()
+                        .map(|r| r.asynchronous.iter().map(|t| t.handler.name()).collect())
+                        .unwrap_or_default();
+                    let refs: Vec<&Envelope<dyn EventData>> =
+                        run.iter().map(|(env, _, _)| env as &Envelope<dyn EventData>).collect();
+                    let outcomes = log.append_with_deliveries(&refs, &names, None).await?;
+                    for ((_, _, index), outcome) in run.iter().zip(outcomes) {
+                        receipts[*index].position = Some(outcome.position());
+                        if !outcome.is_duplicate() {
+                            receipts[*index].async_deliveries = names.len();
+                        }
+                    }
+                }
+            }
+            outbox.wake.notify_one();
+            return Ok(receipts);
+        }
+        // Room for every async delivery of the batch is taken before anything is stored.
+        let deliveries: usize = kept.iter().filter_map(|(_, r, _)| r.as_ref()).map(|r| r.asynchronous.len()).sum();
+        let mut room = if deliveries > 0 { Some(self.reserve(deliveries).await?) } else { None };
         if let Some(store) = &self.inner.store {
-            let chunk = if self.inner.batch.enabled { self.inner.batch.batch_size.max(1) } else { 1 };
             for group in kept.chunks(chunk) {
                 let refs: Vec<&Envelope<dyn EventData>> =
                     group.iter().map(|(env, _, _)| env as &Envelope<dyn EventData>).collect();
@@ -369,8 +405,9 @@ impl EventBus {
             }
         }
         for (env, route, index) in kept {
-            if let Some(route) = route {
-                let (n, pending) = self.hand_over(env, &route)?;
+            if let (Some(route), Some(room)) = (route, room.as_mut()) {
+                let share = room.split(route.asynchronous.len());
+                let (n, pending) = self.hand_over(env, &route, share)?;
                 if let Some(pending) = pending {
                     pending.await?;
                 }
@@ -382,9 +419,24 @@ impl EventBus {
 
     /// Stops the bus: later emits fail with [`Error::Closed`]; async deliveries in flight
     /// get until `deadline` to finish; the report lists those that did not.
+    ///
+    /// On a bus whose store keeps an outbox, what did not finish stays pending in the store:
+    /// it is given back (unleased) so that the next bus on that store runs it at once, and
+    /// the deliveries this bus completed are written before this returns.
     pub async fn shutdown(&self, deadline: Duration) -> Result<ShutdownReport> {
         self.inner.closed.store(true, Ordering::Release);
-        self.inner.backend.close(deadline).await
+        self.stop_pump();
+        let report = self.inner.backend.close(deadline).await?;
+        if let Some(outbox) = &self.inner.delivery_env.outbox {
+            outbox.flush().await;
+            let keys: Vec<crate::dlq::DeliveryKey> = report
+                .unfinished
+                .iter()
+                .map(|u| crate::dlq::DeliveryKey { event_id: u.event_id, handler: u.handler.to_string() })
+                .collect();
+            outbox.release(&keys).await;
+        }
+        Ok(report)
     }
 
     /// Whether [`EventBus::shutdown`] was called.

@@ -91,6 +91,13 @@ impl RetryPolicy {
         self
     }
 
+    /// The delay after failed attempt number `attempt` (from 1) and before the next one:
+    /// the `attempt`-th of [`RetryPolicy::delays`], or `max_delay` past their end.
+    pub fn delay_before_retry(&self, attempt: u32) -> Duration {
+        let n = attempt.saturating_sub(1) as usize;
+        self.delays().nth(n).unwrap_or(self.max_delay)
+    }
+
     /// The delays before each retry, in order (`max_attempts - 1` of them).
     ///
     /// The exponential and fixed schedules come from the `backon` crate. Each delay is
