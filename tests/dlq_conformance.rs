@@ -17,7 +17,9 @@ use chrono::{DateTime, SubsecRound, Utc};
 
 mod support;
 
-pub struct Fixture {
+/// A store under test, and what removes its data (schema, keys, file) when the test
+/// ends, pass or fail: the suite can be re-run and leaves nothing behind.
+struct Fixture {
     log: Arc<dyn DeliveryLog>,
     _cleanup: Box<dyn Send>,
 }
@@ -64,7 +66,7 @@ fn key(event: &Event, handler: &str) -> DeliveryKey {
     DeliveryKey { event_id: event.id, handler: handler.into() }
 }
 
-pub async fn buried_letters_list_filter_and_count(log: Arc<dyn DeliveryLog>) {
+async fn buried_letters_list_filter_and_count(log: Arc<dyn DeliveryLog>) {
     let events: Vec<Event> = (0..3).map(|i| event("user.created", i)).chain([event("order.placed", 9)]).collect();
     append(&*log, &events, &["mail", "audit"]).await;
     let base = now() - chrono::Duration::minutes(10);
@@ -125,7 +127,7 @@ pub async fn buried_letters_list_filter_and_count(log: Arc<dyn DeliveryLog>) {
     }
 }
 
-pub async fn a_redrive_sends_the_delivery_back_once_even_when_raced(log: Arc<dyn DeliveryLog>) {
+async fn a_redrive_sends_the_delivery_back_once_even_when_raced(log: Arc<dyn DeliveryLog>) {
     let events = [event("user.created", 1)];
     append(&*log, &events, &["mail"]).await;
     let l = letter(&events[0], "mail", FailureKind::Failed, now());
@@ -161,7 +163,7 @@ pub async fn a_redrive_sends_the_delivery_back_once_even_when_raced(log: Arc<dyn
     assert!(matches!(dlq.redrive(uuid::Uuid::now_v7()).await, Err(Error::NotFound { .. })));
 }
 
-pub async fn retry_failed_and_discard_settle_entries(log: Arc<dyn DeliveryLog>) {
+async fn retry_failed_and_discard_settle_entries(log: Arc<dyn DeliveryLog>) {
     let events: Vec<Event> = (0..5).map(|i| event("user.created", i)).collect();
     append(&*log, &events, &["mail"]).await;
     let letters: Vec<DeadLetter> = events.iter().map(|e| letter(e, "mail", FailureKind::Failed, now())).collect();
@@ -190,7 +192,7 @@ pub async fn retry_failed_and_discard_settle_entries(log: Arc<dyn DeliveryLog>) 
     assert_eq!(back, expected);
 }
 
-pub async fn the_outbox_claims_leases_completes_and_retries(log: Arc<dyn DeliveryLog>) {
+async fn the_outbox_claims_leases_completes_and_retries(log: Arc<dyn DeliveryLog>) {
     let events: Vec<Event> = (0..2).map(|i| event("user.created", i)).collect();
     let outcomes = append(&*log, &events, &["a", "b"]).await;
     assert!(outcomes.iter().all(|o| !o.is_duplicate()));
@@ -239,7 +241,7 @@ pub async fn the_outbox_claims_leases_completes_and_retries(log: Arc<dyn Deliver
     assert_eq!(log.claim_due(&["b"], 10, lease()).await.expect("claim after expiry").len(), 1);
 }
 
-pub async fn deliveries_leased_at_append_wait_for_their_lease(log: Arc<dyn DeliveryLog>) {
+async fn deliveries_leased_at_append_wait_for_their_lease(log: Arc<dyn DeliveryLog>) {
     let events = [event("user.created", 1)];
     let refs: Vec<&Envelope<dyn EventData>> = events.iter().map(|e| e as &Envelope<dyn EventData>).collect();
     let until = now() + chrono::Duration::milliseconds(300);
@@ -250,7 +252,7 @@ pub async fn deliveries_leased_at_append_wait_for_their_lease(log: Arc<dyn Deliv
     assert_eq!(log.claim_due(&["mail"], 10, now() + chrono::Duration::seconds(60)).await.expect("claim").len(), 1);
 }
 
-pub async fn concurrent_claimers_never_share_a_delivery(log: Arc<dyn DeliveryLog>) {
+async fn concurrent_claimers_never_share_a_delivery(log: Arc<dyn DeliveryLog>) {
     let events: Vec<Event> = (0..200).map(|i| event("user.created", i)).collect();
     append(&*log, &events, &["mail"]).await;
     let claimers: Vec<_> = (0..4)
