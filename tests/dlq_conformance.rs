@@ -342,3 +342,21 @@ mod sqlite {
         super::Fixture { log: std::sync::Arc::new(store), _cleanup: Box::new(dir) }
     });
 }
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    dlq_suite!(async {
+        use crate::support::postgres::{START, Schema, url};
+        let (url, schema) = (url(), Schema::new());
+        let store =
+            better_auth_events::store::PostgresStore::builder(&url).schema(&schema.0).build().await.unwrap_or_else(
+                |e| {
+                    panic!(
+                        "PostgreSQL at {url} is unreachable or refused the store ({e}); start it with `{START}` or set \
+                     BAE_POSTGRES_URL"
+                    )
+                },
+            );
+        super::Fixture { log: std::sync::Arc::new(store), _cleanup: Box::new(schema) }
+    });
+}
