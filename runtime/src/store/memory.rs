@@ -270,7 +270,7 @@ impl DeliveryLog for MemoryStore {
             let mut found: Vec<DeadLetter> = inner.dead.iter().filter(|l| filter.matches(l)).cloned().collect();
             // Newest failure first; among equal times, the later buried first.
             found.reverse();
-            found.sort_by(|a, b| b.last_failure.cmp(&a.last_failure));
+            found.sort_by_key(|l| std::cmp::Reverse(l.last_failure));
             found.truncate(limit);
             found
         });
