@@ -360,3 +360,16 @@ mod postgres {
         super::Fixture { log: std::sync::Arc::new(store), _cleanup: Box::new(schema) }
     });
 }
+
+#[cfg(feature = "redis")]
+mod redis {
+    dlq_suite!(async {
+        use crate::support::redis::{Prefix, START, url};
+        let (url, prefix) = (url(), Prefix::new());
+        let store =
+            better_auth_events::store::RedisStore::builder(&url).prefix(&prefix.0).build().await.unwrap_or_else(|e| {
+                panic!("Redis at {url} is unreachable ({e}); start it with `{START}` or set BAE_REDIS_URL")
+            });
+        super::Fixture { log: std::sync::Arc::new(store), _cleanup: Box::new(prefix) }
+    });
+}

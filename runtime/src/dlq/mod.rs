@@ -39,10 +39,11 @@ pub use self::log::{DeliveryKey, DeliveryLog, PendingDelivery};
 pub use self::record::{
     AttemptRecord, DeadLetter, DeadLetterCounts, DeadLetterFilter, DeadLetterState, FailureKind, FailureRecord,
 };
+// What the durable stores share.
+#[cfg(feature = "redis")]
+pub(crate) use self::record::LETTER_PAGE;
 #[cfg(any(feature = "_sql", feature = "redis"))]
-pub(crate) use self::record::{
-    LETTER_PAGE, LetterPage, StoredDelivery, StoredLetter, encode_attempt, encode_letter, paged_letters,
-};
+pub(crate) use self::record::{LetterPage, StoredDelivery, StoredLetter, encode_attempt, encode_letter, paged_letters};
 use crate::error::{Error, Result};
 
 /// What a redrive or discard of many entries did.
