@@ -43,7 +43,9 @@ pub use self::record::{
 #[cfg(feature = "redis")]
 pub(crate) use self::record::LETTER_PAGE;
 #[cfg(any(feature = "_sql", feature = "redis"))]
-pub(crate) use self::record::{LetterPage, StoredDelivery, StoredLetter, encode_attempt, encode_letter, paged_letters};
+pub(crate) use self::record::{
+    LetterPage, StoredDelivery, StoredLetter, distinct_handlers, encode_attempt, encode_letter, paged_letters,
+};
 use crate::error::{Error, Result};
 
 /// What a redrive or discard of many entries did.

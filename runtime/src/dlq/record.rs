@@ -375,6 +375,19 @@ impl StoredDelivery<'_> {
     }
 }
 
+/// The handlers' names in `names`, each once, in their first order: a delivery is one per
+/// event and handler, however often the caller names the handler.
+#[cfg_attr(not(any(feature = "_sql", feature = "redis")), allow(dead_code))]
+pub(crate) fn distinct_handlers<'a>(names: &[&'a str]) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::with_capacity(names.len());
+    for name in names {
+        if !out.contains(name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
 /// Dead letters per page of the stores' paged reads ([`paged_letters`]).
 #[cfg_attr(not(any(feature = "_sql", feature = "redis")), allow(dead_code))]
 pub(crate) const LETTER_PAGE: u64 = 500;

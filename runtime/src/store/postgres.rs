@@ -21,7 +21,7 @@ use super::{
 };
 use crate::dlq::{
     AttemptRecord, DeadLetter, DeadLetterCounts, DeadLetterFilter, DeliveryKey, DeliveryLog, LetterPage,
-    PendingDelivery, StoredDelivery, StoredLetter, encode_attempt, encode_letter, paged_letters,
+    PendingDelivery, StoredDelivery, StoredLetter, distinct_handlers, encode_attempt, encode_letter, paged_letters,
 };
 use crate::envelope::Envelope;
 use crate::error::{BoxError, Error, Result};
@@ -988,16 +988,12 @@ impl DeliveryLog for PostgresStore {
         handlers: &[&str],
         lease_until: Option<DateTime<Utc>>,
     ) -> Result<Vec<AppendOutcome>> {
-        let mut names: Vec<String> = Vec::with_capacity(handlers.len());
-        for h in handlers {
-            if !names.iter().any(|n| n == h) {
-                names.push((*h).to_owned());
-            }
-        }
-        if names.is_empty() {
+        let handlers = distinct_handlers(handlers);
+        if handlers.is_empty() {
             return self.append_rows(events, None).await;
         }
-        let deliveries = NewDeliveries { handlers: names, now: Utc::now(), lease: lease_until };
+        let handlers = handlers.into_iter().map(str::to_owned).collect();
+        let deliveries = NewDeliveries { handlers, now: Utc::now(), lease: lease_until };
         self.append_rows(events, Some(&deliveries)).await
     }
 

@@ -18,8 +18,8 @@ use super::{
 };
 use crate::dlq::{
     AttemptRecord, DeadLetter, DeadLetterCounts, DeadLetterFilter, DeadLetterState, DeliveryKey, DeliveryLog,
-    LETTER_PAGE, LetterPage, PendingDelivery, StoredDelivery, StoredLetter, encode_attempt, encode_letter,
-    paged_letters,
+    LETTER_PAGE, LetterPage, PendingDelivery, StoredDelivery, StoredLetter, distinct_handlers, encode_attempt,
+    encode_letter, paged_letters,
 };
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorChain, Result};
@@ -862,7 +862,7 @@ impl DeliveryLog for RedisStore {
         handlers: &[&str],
         lease_until: Option<DateTime<Utc>>,
     ) -> Result<Vec<AppendOutcome>> {
-        let handlers = distinct(handlers);
+        let handlers = distinct_handlers(handlers);
         if handlers.is_empty() {
             return self.append_rows(events, None).await;
         }
@@ -881,7 +881,7 @@ impl DeliveryLog for RedisStore {
         limit: usize,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<PendingDelivery>> {
-        let handlers = distinct(handlers);
+        let handlers = distinct_handlers(handlers);
         if handlers.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
@@ -995,7 +995,7 @@ impl DeliveryLog for RedisStore {
     }
 
     async fn next_due(&self, handlers: &[&str]) -> Result<Option<DateTime<Utc>>> {
-        let handlers = distinct(handlers);
+        let handlers = distinct_handlers(handlers);
         if handlers.is_empty() {
             return Ok(None);
         }
@@ -1240,17 +1240,6 @@ impl RedisStore {
         let full = members.len() as u64 >= LETTER_PAGE;
         Ok(LetterPage { letters, next: if full { members.last().cloned() } else { None } })
     }
-}
-
-/// The names in `names`, each once, in their first order.
-fn distinct<'a>(names: &[&'a str]) -> Vec<&'a str> {
-    let mut out: Vec<&str> = Vec::with_capacity(names.len());
-    for name in names {
-        if !out.contains(name) {
-            out.push(name);
-        }
-    }
-    out
 }
 
 /// A delivery's field in the outbox: `{event id}:{handler}`.
