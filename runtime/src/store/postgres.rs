@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use futures::TryStreamExt;
 use futures::stream::BoxStream;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
@@ -1159,7 +1159,8 @@ impl DeliveryLog for PostgresStore {
 
     async fn redrive(&self, id: Uuid) -> Result<Option<DeadLetter>> {
         let sql = &self.inner.outbox;
-        let now = Utc::now();
+        // Microseconds, as the column keeps it: the entry returned is the one read later.
+        let now = Utc::now().trunc_subsecs(6);
         let entry: Option<String> = sqlx::query_scalar(&sql.redrive)
             .bind(id.to_string())
             .bind(now)
