@@ -17,7 +17,9 @@ use chrono::{DateTime, SubsecRound, Utc};
 
 mod support;
 
-pub struct Fixture {
+/// A store under test, and what removes its data (schema, keys, file) when the test
+/// ends, pass or fail: the suite can be re-run and leaves nothing behind.
+struct Fixture {
     log: Arc<dyn DeliveryLog>,
     _cleanup: Box<dyn Send>,
 }
@@ -64,7 +66,7 @@ fn key(event: &Event, handler: &str) -> DeliveryKey {
     DeliveryKey { event_id: event.id, handler: handler.into() }
 }
 
-pub async fn buried_letters_list_filter_and_count(log: Arc<dyn DeliveryLog>) {
+async fn buried_letters_list_filter_and_count(log: Arc<dyn DeliveryLog>) {
     let events: Vec<Event> = (0..3).map(|i| event("user.created", i)).chain([event("order.placed", 9)]).collect();
     append(&*log, &events, &["mail", "audit"]).await;
     let base = now() - chrono::Duration::minutes(10);
@@ -125,7 +127,7 @@ pub async fn buried_letters_list_filter_and_count(log: Arc<dyn DeliveryLog>) {
     }
 }
 
-pub async fn a_redrive_sends_the_delivery_back_once_even_when_raced(log: Arc<dyn DeliveryLog>) {
+async fn a_redrive_sends_the_delivery_back_once_even_when_raced(log: Arc<dyn DeliveryLog>) {
     let events = [event("user.created", 1)];
     append(&*log, &events, &["mail"]).await;
     let l = letter(&events[0], "mail", FailureKind::Failed, now());
@@ -161,7 +163,7 @@ pub async fn a_redrive_sends_the_delivery_back_once_even_when_raced(log: Arc<dyn
     assert!(matches!(dlq.redrive(uuid::Uuid::now_v7()).await, Err(Error::NotFound { .. })));
 }
 
-pub async fn retry_failed_and_discard_settle_entries(log: Arc<dyn DeliveryLog>) {
+async fn retry_failed_and_discard_settle_entries(log: Arc<dyn DeliveryLog>) {
     let events: Vec<Event> = (0..5).map(|i| event("user.created", i)).collect();
     append(&*log, &events, &["mail"]).await;
     let letters: Vec<DeadLetter> = events.iter().map(|e| letter(e, "mail", FailureKind::Failed, now())).collect();
@@ -190,7 +192,7 @@ pub async fn retry_failed_and_discard_settle_entries(log: Arc<dyn DeliveryLog>) 
     assert_eq!(back, expected);
 }
 
-pub async fn the_outbox_claims_leases_completes_and_retries(log: Arc<dyn DeliveryLog>) {
+async fn the_outbox_claims_leases_completes_and_retries(log: Arc<dyn DeliveryLog>) {
     let events: Vec<Event> = (0..2).map(|i| event("user.created", i)).collect();
     let outcomes = append(&*log, &events, &["a", "b"]).await;
     assert!(outcomes.iter().all(|o| !o.is_duplicate()));
@@ -239,7 +241,7 @@ pub async fn the_outbox_claims_leases_completes_and_retries(log: Arc<dyn Deliver
     assert_eq!(log.claim_due(&["b"], 10, lease()).await.expect("claim after expiry").len(), 1);
 }
 
-pub async fn deliveries_leased_at_append_wait_for_their_lease(log: Arc<dyn DeliveryLog>) {
+async fn deliveries_leased_at_append_wait_for_their_lease(log: Arc<dyn DeliveryLog>) {
     let events = [event("user.created", 1)];
     let refs: Vec<&Envelope<dyn EventData>> = events.iter().map(|e| e as &Envelope<dyn EventData>).collect();
     let until = now() + chrono::Duration::milliseconds(300);
@@ -250,7 +252,7 @@ pub async fn deliveries_leased_at_append_wait_for_their_lease(log: Arc<dyn Deliv
     assert_eq!(log.claim_due(&["mail"], 10, now() + chrono::Duration::seconds(60)).await.expect("claim").len(), 1);
 }
 
-pub async fn concurrent_claimers_never_share_a_delivery(log: Arc<dyn DeliveryLog>) {
+async fn concurrent_claimers_never_share_a_delivery(log: Arc<dyn DeliveryLog>) {
     let events: Vec<Event> = (0..200).map(|i| event("user.created", i)).collect();
     append(&*log, &events, &["mail"]).await;
     let claimers: Vec<_> = (0..4)
@@ -338,5 +340,36 @@ mod sqlite {
             .await
             .unwrap_or_else(|e| panic!("cannot open SQLite store at {}: {e}", path.display()));
         super::Fixture { log: std::sync::Arc::new(store), _cleanup: Box::new(dir) }
+    });
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    dlq_suite!(async {
+        use crate::support::postgres::{START, Schema, url};
+        let (url, schema) = (url(), Schema::new());
+        let store =
+            better_auth_events::store::PostgresStore::builder(&url).schema(&schema.0).build().await.unwrap_or_else(
+                |e| {
+                    panic!(
+                        "PostgreSQL at {url} is unreachable or refused the store ({e}); start it with `{START}` or set \
+                     BAE_POSTGRES_URL"
+                    )
+                },
+            );
+        super::Fixture { log: std::sync::Arc::new(store), _cleanup: Box::new(schema) }
+    });
+}
+
+#[cfg(feature = "redis")]
+mod redis {
+    dlq_suite!(async {
+        use crate::support::redis::{Prefix, START, url};
+        let (url, prefix) = (url(), Prefix::new());
+        let store =
+            better_auth_events::store::RedisStore::builder(&url).prefix(&prefix.0).build().await.unwrap_or_else(|e| {
+                panic!("Redis at {url} is unreachable ({e}); start it with `{START}` or set BAE_REDIS_URL")
+            });
+        super::Fixture { log: std::sync::Arc::new(store), _cleanup: Box::new(prefix) }
     });
 }

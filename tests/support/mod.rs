@@ -46,7 +46,7 @@ pub mod postgres {
 
 /// Redis: the URL, the start command, a key prefix per test.
 pub mod redis {
-    use super::resp::Raw;
+    use super::resp::{Raw, Reply};
 
     /// How to start the server when it is down.
     pub const START: &str =
@@ -81,10 +81,32 @@ pub mod redis {
     }
 
     impl Drop for Prefix {
+        /// Deletes every key under the prefix (`SCAN MATCH prefix:*`, then `DEL`).
         fn drop(&mut self) {
-            if let Ok(mut raw) = Raw::connect(&addr()) {
-                let keys = [self.key("events"), self.key("ids"), self.key("position")];
-                let _ = raw.cmd(&["DEL", &keys[0], &keys[1], &keys[2]]);
+            let Ok(mut raw) = Raw::connect(&addr()) else { return };
+            let pattern = format!("{}:*", self.0);
+            let mut cursor = "0".to_owned();
+            loop {
+                let Ok(Reply::Array(reply)) = raw.cmd(&["SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000"]) else {
+                    return;
+                };
+                let [Reply::Bytes(next), Reply::Array(keys)] = &reply[..] else { return };
+                let keys: Vec<String> = keys
+                    .iter()
+                    .filter_map(|k| match k {
+                        Reply::Bytes(b) => String::from_utf8(b.clone()).ok(),
+                        _ => None,
+                    })
+                    .collect();
+                if !keys.is_empty() {
+                    let mut del = vec!["DEL"];
+                    del.extend(keys.iter().map(String::as_str));
+                    let _ = raw.cmd(&del);
+                }
+                cursor = String::from_utf8_lossy(next).into_owned();
+                if cursor == "0" {
+                    return;
+                }
             }
         }
     }

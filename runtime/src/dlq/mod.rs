@@ -39,7 +39,13 @@ pub use self::log::{DeliveryKey, DeliveryLog, PendingDelivery};
 pub use self::record::{
     AttemptRecord, DeadLetter, DeadLetterCounts, DeadLetterFilter, DeadLetterState, FailureKind, FailureRecord,
 };
-pub(crate) use self::record::{StoredLetter, encode_letter};
+// What the durable stores share.
+#[cfg(feature = "redis")]
+pub(crate) use self::record::LETTER_PAGE;
+#[cfg(any(feature = "_sql", feature = "redis"))]
+pub(crate) use self::record::{
+    LetterPage, StoredDelivery, StoredLetter, distinct_handlers, encode_attempt, encode_letter, paged_letters,
+};
 use crate::error::{Error, Result};
 
 /// What a redrive or discard of many entries did.

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
 use futures::TryStreamExt;
 use futures::stream::BoxStream;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
@@ -17,6 +18,10 @@ use uuid::Uuid;
 use super::{
     AppendOutcome, EncodedEvent, EncodedRow, EventQuery, EventStore, Order, PAGE_SIZE, Page, QueryBuilder, StoredEvent,
     paged_stream,
+};
+use crate::dlq::{
+    AttemptRecord, DeadLetter, DeadLetterCounts, DeadLetterFilter, DeliveryKey, DeliveryLog, LetterPage,
+    PendingDelivery, StoredDelivery, StoredLetter, distinct_handlers, encode_attempt, encode_letter, paged_letters,
 };
 use crate::envelope::Envelope;
 use crate::error::{BoxError, Error, Result};
@@ -64,6 +69,16 @@ const COLUMNS: &str = "position, id, event_type, source, subject, timestamp, ver
 /// (`TIMESTAMPTZ`, microseconds) and `created_at`. Payloads are plain `JSONB`, so SQL can
 /// read them: `SELECT data->>'email' FROM event_store WHERE event_type = 'user.created'`.
 /// Type, time, source, tenant and correlation id are indexed.
+///
+/// Beside it, the outbox and the dead-letter queue ([`DeliveryLog`]): `event_deliveries`,
+/// one row per pending async delivery (`event_id` referencing `event_store`, `handler`,
+/// `attempts`, `history` the failed attempts as a `JSONB` array, `next_attempt_at`,
+/// `locked_until` the lease of the process running it, `redriven_from`), and
+/// `dead_letters`, one row per delivery that failed for good (`entry` the whole entry as
+/// JSON text; `handler`, `event_type`, `kind`, `last_failure_at` to filter on; `state`,
+/// `state_at` and `reason` for redrives and discards). Events and their deliveries are
+/// written by one statement; claims lock due rows with `FOR UPDATE SKIP LOCKED`, so
+/// processes sharing the schema never run one delivery at once while its lease holds.
 ///
 /// # Durability
 ///
@@ -125,15 +140,25 @@ struct Inner {
     lock_key: i64,
     /// `"schema".event_store`.
     table: String,
-    /// The append of a batch whose ids are all new: a plain insert.
-    insert_sql: String,
-    /// The append of a batch that may hold ids already stored: `ON CONFLICT DO NOTHING`,
-    /// and the positions of the ids skipped.
-    append_sql: String,
+    /// The appends of events alone.
+    append: AppendSql,
+    /// The appends of events with their pending deliveries.
+    append_outbox: AppendSql,
     existing_sql: String,
+    /// The statements of the outbox and the dead-letter queue.
+    outbox: OutboxSql,
     get_sql: String,
     select_sql: String,
     count_sql: String,
+}
+
+/// The two statements of an append (see [`append_statements`]).
+struct AppendSql {
+    /// The append of a batch whose ids are all new: a plain insert.
+    insert: String,
+    /// The append of a batch that may hold ids already stored: `ON CONFLICT DO NOTHING`,
+    /// and the positions of the ids skipped.
+    append: String,
 }
 
 /// The next page of a stream, being read in the background.
@@ -301,38 +326,11 @@ impl PostgresStoreBuilder {
         };
 
         let table = format!("{quoted}.event_store");
-        // The JSON columns go as `text[]` and are cast to `jsonb` row by row in the select
-        // list, not as `$8::text[]::jsonb[]`: the array cast parses every document of the
-        // batch into one memory context that lives as long as the statement (10,000 events:
-        // megabytes of fresh pages, 40 % slower), the row cast in a context reset per row.
+        let deliveries = format!("{quoted}.event_deliveries");
         let inner = Inner {
-            insert_sql: format!(
-                "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($11)) \
-                 INSERT INTO {table} \
-                 (id, event_type, source, subject, version, tenant, correlation_id, data, metadata, timestamp) \
-                 SELECT id, event_type, source, subject, version, tenant, correlation_id, data::jsonb, metadata::jsonb, ts \
-                 FROM lock, UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                 $7::text[], $8::text[], $9::text[], $10::timestamptz[]) WITH ORDINALITY \
-                 AS t(id, event_type, source, subject, version, tenant, correlation_id, data, metadata, ts, ord) \
-                 ORDER BY ord \
-                 RETURNING id, position"
-            ),
-            append_sql: format!(
-                "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($11)), \
-                 ins AS (INSERT INTO {table} \
-                 (id, event_type, source, subject, version, tenant, correlation_id, data, metadata, timestamp) \
-                 SELECT id, event_type, source, subject, version, tenant, correlation_id, data::jsonb, metadata::jsonb, ts \
-                 FROM lock, UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                 $7::text[], $8::text[], $9::text[], $10::timestamptz[]) WITH ORDINALITY \
-                 AS t(id, event_type, source, subject, version, tenant, correlation_id, data, metadata, ts, ord) \
-                 ORDER BY ord \
-                 ON CONFLICT (id) DO NOTHING \
-                 RETURNING id, position) \
-                 SELECT id, position, TRUE FROM ins \
-                 UNION ALL \
-                 SELECT id, position, FALSE FROM {table} \
-                 WHERE (SELECT COUNT(*) FROM ins) < $12 AND id = ANY($1::text[])"
-            ),
+            append: append_statements(&table, None),
+            append_outbox: append_statements(&table, Some(&deliveries)),
+            outbox: OutboxSql::new(&table, deliveries, format!("{quoted}.dead_letters")),
             existing_sql: format!("SELECT id, position FROM {table} WHERE id = ANY($1::text[])"),
             get_sql: format!("SELECT {COLUMNS} FROM {table} WHERE id = $1"),
             select_sql: format!("SELECT {COLUMNS} FROM {table}"),
@@ -345,6 +343,159 @@ impl PostgresStoreBuilder {
         tracing::debug!(url = %inner.url, schema = %inner.schema, "postgres event store ready");
         Ok(PostgresStore { pool, inner: Arc::new(inner) })
     }
+}
+
+/// The append statements of `table`. Both take the batch's columns as `$1` to `$10` and the
+/// advisory lock key as `$11`; the second also the batch's length as `$12`.
+///
+/// With `deliveries` (the outbox table), each statement also inserts one pending delivery
+/// per handler for every event it stored now (the rows its insert returned: never for a
+/// duplicate), due at once or leased: a CTE taking the handlers' names, the due time and the
+/// lease (or NULL) as the next three parameters. Events and deliveries are then one
+/// statement, hence one transaction: both are stored or neither.
+fn append_statements(table: &str, deliveries: Option<&str>) -> AppendSql {
+    // The JSON columns go as `text[]` and are cast to `jsonb` row by row in the select
+    // list, not as `$8::text[]::jsonb[]`: the array cast parses every document of the
+    // batch into one memory context that lives as long as the statement (10,000 events:
+    // megabytes of fresh pages, 40 % slower), the row cast in a context reset per row.
+    let insert = format!(
+        "INSERT INTO {table} \
+         (id, event_type, source, subject, version, tenant, correlation_id, data, metadata, timestamp) \
+         SELECT id, event_type, source, subject, version, tenant, correlation_id, data::jsonb, metadata::jsonb, ts \
+         FROM lock, UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+         $7::text[], $8::text[], $9::text[], $10::timestamptz[]) WITH ORDINALITY \
+         AS t(id, event_type, source, subject, version, tenant, correlation_id, data, metadata, ts, ord) \
+         ORDER BY ord"
+    );
+    // Held before the first position is drawn (every inserted row is joined with it), until
+    // the commit.
+    let lock = "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($11))";
+    let outbox = |first: usize| {
+        deliveries.map_or_else(String::new, |d| {
+            format!(
+                ", outbox AS (INSERT INTO {d} (event_id, handler, status, attempts, next_attempt_at, locked_until) \
+                 SELECT ins.id, h.handler, 'pending', 0, ${}::timestamptz, ${}::timestamptz \
+                 FROM ins, UNNEST(${first}::text[]) AS h(handler))",
+                first + 1,
+                first + 2
+            )
+        })
+    };
+    let insert_sql = match deliveries {
+        None => format!("{lock} {insert} RETURNING id, position"),
+        Some(_) => {
+            format!("{lock}, ins AS ({insert} RETURNING id, position){} SELECT id, position FROM ins", outbox(12))
+        }
+    };
+    let append_sql = format!(
+        "{lock}, ins AS ({insert} ON CONFLICT (id) DO NOTHING RETURNING id, position){} \
+         SELECT id, position, TRUE FROM ins \
+         UNION ALL \
+         SELECT id, position, FALSE FROM {table} \
+         WHERE (SELECT COUNT(*) FROM ins) < $12 AND id = ANY($1::text[])",
+        outbox(13)
+    );
+    AppendSql { insert: insert_sql, append: append_sql }
+}
+
+/// The statements of the outbox (`event_deliveries`) and the dead-letter queue
+/// (`dead_letters`), their tables named with the schema.
+struct OutboxSql {
+    /// `"schema".event_deliveries`.
+    deliveries: String,
+    /// `"schema".dead_letters`.
+    letters: String,
+    claim: String,
+    complete: String,
+    retry: String,
+    release: String,
+    next_due: String,
+    pending: String,
+    bury: String,
+    letter: String,
+    redrive: String,
+    discard: String,
+}
+
+impl OutboxSql {
+    fn new(table: &str, deliveries: String, letters: String) -> Self {
+        let d = &deliveries;
+        let l = &letters;
+        // Any row of a pair of arrays `$1` (event ids) and `$2` (handlers).
+        let keys = "UNNEST($1::text[], $2::text[]) AS k(event_id, handler) \
+                    WHERE d.event_id = k.event_id AND d.handler = k.handler";
+        Self {
+            // The due rows are picked and locked by a materialized CTE (evaluated once, its
+            // LIMIT included), skipping rows another claimer has locked; a row another claimer
+            // leased and committed meanwhile is re-checked against its new lease and skipped.
+            // Then leased, and returned joined with their events, oldest due first.
+            claim: format!(
+                "WITH due AS MATERIALIZED (\
+                 SELECT event_id, handler FROM {d} \
+                 WHERE status = 'pending' AND handler = ANY($1::text[]) AND next_attempt_at <= $2 \
+                 AND (locked_until IS NULL OR locked_until <= $2) \
+                 ORDER BY next_attempt_at, event_id, handler LIMIT $3 \
+                 FOR UPDATE SKIP LOCKED), \
+                 claimed AS (UPDATE {d} AS d SET locked_until = $4 FROM due \
+                 WHERE d.event_id = due.event_id AND d.handler = due.handler \
+                 RETURNING d.event_id, d.handler, d.attempts, d.history, d.redriven_from, d.next_attempt_at) \
+                 SELECT {COLUMNS}, c.handler, c.attempts, c.history::text, c.redriven_from \
+                 FROM claimed AS c JOIN {table} AS e ON e.id = c.event_id \
+                 ORDER BY c.next_attempt_at, c.event_id, c.handler"
+            ),
+            complete: format!("DELETE FROM {d} AS d USING {keys}"),
+            retry: format!(
+                "UPDATE {d} SET attempts = $3, history = history || jsonb_build_array($4::jsonb), \
+                 next_attempt_at = $5, locked_until = NULL, first_failure_at = COALESCE(first_failure_at, $6), \
+                 last_failure_at = $6, last_error = $7 \
+                 WHERE event_id = $1 AND handler = $2"
+            ),
+            release: format!("UPDATE {d} AS d SET locked_until = NULL FROM {keys}"),
+            next_due: format!(
+                "SELECT MIN(GREATEST(next_attempt_at, locked_until)) FROM {d} \
+                 WHERE status = 'pending' AND handler = ANY($1::text[])"
+            ),
+            pending: format!("SELECT COUNT(*) FROM {d} WHERE status = 'pending'"),
+            // One statement: the delivery leaves the outbox and enters the queue together.
+            // Burying the same entry again (a retry after a lost answer) adds nothing.
+            bury: format!(
+                "WITH gone AS (DELETE FROM {d} WHERE event_id = $2 AND handler = $4) \
+                 INSERT INTO {l} (id, event_id, event_type, handler, kind, last_failure_at, state, entry) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'dead', $7) ON CONFLICT (id) DO NOTHING"
+            ),
+            letter: format!("SELECT entry, state, state_at, reason FROM {l} WHERE id = $1"),
+            // One statement: the entry is marked redriven only if it is still dead (of two
+            // redrives at once, the second waits for the first's row lock, then finds it
+            // redriven and changes nothing), and its delivery is pending again, a fresh one.
+            redrive: format!(
+                "WITH r AS (UPDATE {l} SET state = 'redriven', state_at = $2 \
+                 WHERE id = $1 AND state = 'dead' RETURNING id, event_id, handler, entry), \
+                 back AS (INSERT INTO {d} (event_id, handler, status, attempts, history, redriven_from, \
+                 next_attempt_at, locked_until) \
+                 SELECT event_id, handler, 'pending', 0, '[]'::jsonb, id, $2, NULL FROM r \
+                 ON CONFLICT (event_id, handler) DO UPDATE SET status = 'pending', attempts = 0, \
+                 history = '[]'::jsonb, redriven_from = EXCLUDED.redriven_from, \
+                 next_attempt_at = EXCLUDED.next_attempt_at, locked_until = NULL, first_failure_at = NULL, \
+                 last_failure_at = NULL, last_error = NULL) \
+                 SELECT entry FROM r"
+            ),
+            discard: format!(
+                "UPDATE {l} SET state = 'discarded', state_at = $2, reason = $3 WHERE id = $1 AND state = 'dead'"
+            ),
+            deliveries,
+            letters,
+        }
+    }
+}
+
+/// The deliveries an append writes for the events it stores.
+struct NewDeliveries {
+    /// The handlers' names, each once.
+    handlers: Vec<String>,
+    /// When they are due.
+    now: DateTime<Utc>,
+    /// Until when they are leased to the appender, if they are.
+    lease: Option<DateTime<Utc>>,
 }
 
 /// Creates the schema if missing, points the connection's `search_path` at it and runs
@@ -562,6 +713,18 @@ fn bind_columns<'q>(query: Query<'q, Postgres, PgArguments>, c: &'q Columns) -> 
         .bind(&c.timestamp)
 }
 
+/// Binds the deliveries' handlers, due time and lease after the parameters bound already
+/// (nothing without deliveries).
+fn bind_deliveries<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    deliveries: Option<&'q NewDeliveries>,
+) -> Query<'q, Postgres, PgArguments> {
+    match deliveries {
+        Some(d) => query.bind(&d.handlers).bind(d.now).bind(d.lease),
+        None => query,
+    }
+}
+
 /// Whether the insert failed on an id already stored.
 fn is_duplicate_id(e: &sqlx::Error) -> bool {
     e.as_database_error().is_some_and(|d| d.is_unique_violation() && d.constraint() == Some("event_store_pkey"))
@@ -665,9 +828,56 @@ impl EventStore for PostgresStore {
     }
 
     async fn append_batch(&self, events: &[&Envelope<dyn EventData>]) -> Result<Vec<AppendOutcome>> {
+        self.append_rows(events, None).await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<StoredEvent>> {
+        let row = sqlx::query(&self.inner.get_sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| failure(format!("cannot read event {id} from {}", self.inner.table), e))?;
+        row.map(|row| self.decode(&row)).transpose()
+    }
+
+    async fn count(&self, query: &EventQuery) -> Result<u64> {
+        let mut qb = sqlx::QueryBuilder::<Postgres>::new(&self.inner.count_sql);
+        push_filters(&mut qb, query);
+        let n: i64 = qb
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| failure(format!("cannot count events in {}", self.inner.table), e))?;
+        position(n)
+    }
+
+    fn stream(&self, query: EventQuery) -> BoxStream<'_, Result<StoredEvent>> {
+        // Dropped with the stream, which cancels a read ahead nobody will use.
+        let ahead: Arc<Mutex<Option<ReadAhead>>> = Arc::new(Mutex::new(None));
+        paged_stream(query, move |q| {
+            let ahead = Arc::clone(&ahead);
+            async move { self.page(q, &ahead).await }
+        })
+    }
+
+    fn delivery_log(&self) -> Option<&dyn DeliveryLog> {
+        Some(self)
+    }
+}
+
+impl PostgresStore {
+    /// Appends `events` and, with `deliveries`, the pending deliveries of those stored now:
+    /// the path of [`EventStore::append_batch`] and [`DeliveryLog::append_with_deliveries`].
+    async fn append_rows(
+        &self,
+        events: &[&Envelope<dyn EventData>],
+        deliveries: Option<&NewDeliveries>,
+    ) -> Result<Vec<AppendOutcome>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let sql = if deliveries.is_some() { &self.inner.append_outbox } else { &self.inner.append };
+        let handlers = deliveries.map_or(0, |d| d.handlers.len());
         // Encode everything first: a payload that cannot be serialized stores nothing.
         let mut cols = Columns::with_capacity(events.len());
         for event in events {
@@ -683,15 +893,15 @@ impl EventStore for PostgresStore {
         // and the batch goes through the statement that skips duplicates.
         let distinct = n == 1 || distinct_ids(events);
         if distinct {
-            let inserted = bind_columns(sqlx::query(&self.inner.insert_sql), &cols)
-                .bind(self.inner.lock_key)
-                .fetch_all(&self.pool)
-                .await;
+            let inserted =
+                bind_deliveries(bind_columns(sqlx::query(&sql.insert), &cols).bind(self.inner.lock_key), deliveries)
+                    .fetch_all(&self.pool)
+                    .await;
             match inserted {
                 Ok(rows) => {
                     let out = all_stored(&cols.id, &rows)
                         .map_err(|e| fail("the events were stored, but the result is unreadable", e))?;
-                    tracing::trace!(schema = %self.inner.schema, events = n, stored = n, "events appended");
+                    tracing::trace!(schema = %self.inner.schema, events = n, stored = n, handlers, "events appended");
                     return out;
                 }
                 Err(e) if is_duplicate_id(&e) => {
@@ -705,9 +915,8 @@ impl EventStore for PostgresStore {
         // CTE every inserted row is joined with, so it is held before the first position
         // is drawn, until the commit), the insert of the whole batch, and the positions of
         // the ids already stored (looked up only when some row was skipped).
-        let rows = bind_columns(sqlx::query(&self.inner.append_sql), &cols)
-            .bind(self.inner.lock_key)
-            .bind(i64::try_from(n).unwrap_or(i64::MAX))
+        let rows = bind_columns(sqlx::query(&sql.append), &cols).bind(self.inner.lock_key);
+        let rows = bind_deliveries(rows.bind(i64::try_from(n).unwrap_or(i64::MAX)), deliveries)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| fail("the insert failed, nothing was stored", e))?;
@@ -764,38 +973,333 @@ impl EventStore for PostgresStore {
             };
             out.push(outcome);
         }
-        tracing::trace!(schema = %self.inner.schema, events = n, stored, "events appended");
+        tracing::trace!(schema = %self.inner.schema, events = n, stored, handlers, "events appended");
+        Ok(out)
+    }
+}
+
+/// The outbox and the dead-letter queue, in the tables `event_deliveries` and `dead_letters`
+/// of the store's schema. Every operation is one SQL statement (one transaction).
+#[async_trait]
+impl DeliveryLog for PostgresStore {
+    async fn append_with_deliveries(
+        &self,
+        events: &[&Envelope<dyn EventData>],
+        handlers: &[&str],
+        lease_until: Option<DateTime<Utc>>,
+    ) -> Result<Vec<AppendOutcome>> {
+        let handlers = distinct_handlers(handlers);
+        if handlers.is_empty() {
+            return self.append_rows(events, None).await;
+        }
+        let handlers = handlers.into_iter().map(str::to_owned).collect();
+        let deliveries = NewDeliveries { handlers, now: Utc::now(), lease: lease_until };
+        self.append_rows(events, Some(&deliveries)).await
+    }
+
+    async fn claim_due(
+        &self,
+        handlers: &[&str],
+        limit: usize,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<PendingDelivery>> {
+        if handlers.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = &self.inner.outbox;
+        let rows = sqlx::query(&sql.claim)
+            .bind(handlers)
+            .bind(Utc::now())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(lease_until)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| failure(format!("cannot claim due deliveries from {}", sql.deliveries), e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // A row that cannot be read stays leased, and comes back when its lease ends:
+            // it must not keep the others of the batch from running.
+            match self.claimed(row) {
+                Ok(delivery) => out.push(delivery),
+                Err(e) => tracing::error!(
+                    schema = %self.inner.schema, error = %crate::error::ErrorChain(&e),
+                    "a claimed delivery is unreadable; it is left leased"
+                ),
+            }
+        }
+        tracing::trace!(schema = %self.inner.schema, claimed = out.len(), "deliveries claimed");
         Ok(out)
     }
 
-    async fn get(&self, id: Uuid) -> Result<Option<StoredEvent>> {
-        let row = sqlx::query(&self.inner.get_sql)
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
+    async fn complete(&self, done: &[DeliveryKey]) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let sql = &self.inner.outbox;
+        let (ids, handlers) = key_columns(done);
+        sqlx::query(&sql.complete)
+            .bind(&ids)
+            .bind(&handlers)
+            .execute(&self.pool)
             .await
-            .map_err(|e| failure(format!("cannot read event {id} from {}", self.inner.table), e))?;
-        row.map(|row| self.decode(&row)).transpose()
+            .map_err(|e| failure(format!("cannot remove {} done deliveries from {}", done.len(), sql.deliveries), e))?;
+        Ok(())
     }
 
-    async fn count(&self, query: &EventQuery) -> Result<u64> {
-        let mut qb = sqlx::QueryBuilder::<Postgres>::new(&self.inner.count_sql);
-        push_filters(&mut qb, query);
-        let n: i64 = qb
-            .build_query_scalar()
+    async fn retry_at(&self, key: &DeliveryKey, at: DateTime<Utc>, attempt: &AttemptRecord) -> Result<()> {
+        let sql = &self.inner.outbox;
+        let done = sqlx::query(&sql.retry)
+            .bind(key.event_id.to_string())
+            .bind(&key.handler)
+            .bind(i32::try_from(attempt.attempt).unwrap_or(i32::MAX))
+            .bind(encode_attempt(attempt, STORE)?)
+            .bind(at)
+            .bind(attempt.at)
+            .bind(attempt.error.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                failure(
+                    format!(
+                        "cannot record attempt {} of the delivery of event {} to `{}` in {}",
+                        attempt.attempt, key.event_id, key.handler, sql.deliveries
+                    ),
+                    e,
+                )
+            })?;
+        if done.rows_affected() == 0 {
+            tracing::debug!(event_id = %key.event_id, handler = %key.handler, "retry of a delivery no longer pending");
+        }
+        Ok(())
+    }
+
+    async fn release(&self, keys: &[DeliveryKey]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let sql = &self.inner.outbox;
+        let (ids, handlers) = key_columns(keys);
+        sqlx::query(&sql.release)
+            .bind(&ids)
+            .bind(&handlers)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| failure(format!("cannot release {} deliveries in {}", keys.len(), sql.deliveries), e))?;
+        Ok(())
+    }
+
+    async fn next_due(&self, handlers: &[&str]) -> Result<Option<DateTime<Utc>>> {
+        let sql = &self.inner.outbox;
+        sqlx::query_scalar(&sql.next_due)
+            .bind(handlers)
             .fetch_one(&self.pool)
             .await
-            .map_err(|e| failure(format!("cannot count events in {}", self.inner.table), e))?;
+            .map_err(|e| failure(format!("cannot read when the next delivery is due in {}", sql.deliveries), e))
+    }
+
+    async fn pending_deliveries(&self) -> Result<u64> {
+        let sql = &self.inner.outbox;
+        let n: i64 = sqlx::query_scalar(&sql.pending)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| failure(format!("cannot count the pending deliveries in {}", sql.deliveries), e))?;
         position(n)
     }
 
-    fn stream(&self, query: EventQuery) -> BoxStream<'_, Result<StoredEvent>> {
-        // Dropped with the stream, which cancels a read ahead nobody will use.
-        let ahead: Arc<Mutex<Option<ReadAhead>>> = Arc::new(Mutex::new(None));
-        paged_stream(query, move |q| {
-            let ahead = Arc::clone(&ahead);
-            async move { self.page(q, &ahead).await }
+    async fn bury(&self, letter: &DeadLetter) -> Result<()> {
+        let sql = &self.inner.outbox;
+        sqlx::query(&sql.bury)
+            .bind(letter.id.to_string())
+            .bind(letter.event.id.to_string())
+            .bind(letter.event_type())
+            .bind(&letter.handler)
+            .bind(letter.error.kind.as_str())
+            .bind(letter.last_failure)
+            .bind(encode_letter(letter, STORE)?)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                failure(
+                    format!(
+                        "cannot move the delivery of event {} to `{}` to {}",
+                        letter.event.id, letter.handler, sql.letters
+                    ),
+                    e,
+                )
+            })?;
+        tracing::debug!(
+            schema = %self.inner.schema, dead_letter = %letter.id, event_id = %letter.event.id,
+            handler = %letter.handler, "delivery dead-lettered"
+        );
+        Ok(())
+    }
+
+    fn dead_letters(&self, filter: DeadLetterFilter) -> BoxStream<'_, Result<DeadLetter>> {
+        let limit = filter.limit;
+        let filter = Arc::new(filter);
+        paged_letters(limit, move |cursor, want| {
+            let filter = Arc::clone(&filter);
+            async move { self.letters_page(&filter, cursor, want).await }
         })
     }
+
+    async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetter>> {
+        let sql = &self.inner.outbox;
+        let fail = |e| failure(format!("cannot read dead letter {id} from {}", sql.letters), e);
+        let Some(row) = sqlx::query(&sql.letter).bind(id.to_string()).fetch_optional(&self.pool).await.map_err(fail)?
+        else {
+            return Ok(None);
+        };
+        let read = || -> std::result::Result<(String, String, Option<DateTime<Utc>>, Option<String>), sqlx::Error> {
+            Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))
+        };
+        let (entry, state, state_at, reason) = read().map_err(fail)?;
+        StoredLetter { entry: &entry, state: &state, state_at, reason }.decode(STORE).map(Some)
+    }
+
+    async fn redrive(&self, id: Uuid) -> Result<Option<DeadLetter>> {
+        let sql = &self.inner.outbox;
+        // Microseconds, as the column keeps it: the entry returned is the one read later.
+        let now = Utc::now().trunc_subsecs(6);
+        let entry: Option<String> = sqlx::query_scalar(&sql.redrive)
+            .bind(id.to_string())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| failure(format!("cannot redrive dead letter {id} of {}", sql.letters), e))?;
+        let Some(entry) = entry else { return Ok(None) };
+        StoredLetter { entry: &entry, state: "redriven", state_at: Some(now), reason: None }.decode(STORE).map(Some)
+    }
+
+    async fn discard(&self, id: Uuid, reason: &str) -> Result<bool> {
+        let sql = &self.inner.outbox;
+        let done = sqlx::query(&sql.discard)
+            .bind(id.to_string())
+            .bind(Utc::now())
+            .bind(reason)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| failure(format!("cannot discard dead letter {id} of {}", sql.letters), e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn dead_letter_counts(&self, filter: &DeadLetterFilter) -> Result<DeadLetterCounts> {
+        let sql = &self.inner.outbox;
+        let mut qb =
+            sqlx::QueryBuilder::<Postgres>::new(format!("SELECT handler, event_type, COUNT(*) FROM {}", sql.letters));
+        push_letter_filters(&mut qb, filter);
+        qb.push(" GROUP BY handler, event_type");
+        let fail = |e| failure(format!("cannot count the dead letters of {}", sql.letters), e);
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(fail)?;
+        let mut counts = DeadLetterCounts::default();
+        for row in &rows {
+            let handler: &str = row.try_get(0).map_err(fail)?;
+            let event_type: &str = row.try_get(1).map_err(fail)?;
+            let n: i64 = row.try_get(2).map_err(fail)?;
+            counts.add(handler, event_type, position(n)?);
+        }
+        Ok(counts)
+    }
+}
+
+impl PostgresStore {
+    /// A row of the claim statement: the event's columns, then the delivery's.
+    fn claimed(&self, row: &PgRow) -> Result<PendingDelivery> {
+        let event = self.decode(row)?.event;
+        let read = || -> std::result::Result<(String, i32, String, Option<String>), sqlx::Error> {
+            Ok((row.try_get(9)?, row.try_get(10)?, row.try_get(11)?, row.try_get(12)?))
+        };
+        let (handler, attempts, history, redriven_from) = read().map_err(|e| {
+            failure(format!("the delivery of event {} in {} is unreadable", event.id, self.inner.outbox.deliveries), e)
+        })?;
+        StoredDelivery {
+            handler,
+            attempts: attempts.into(),
+            history: &history,
+            redriven_from: redriven_from.as_deref(),
+        }
+        .decode(event, STORE)
+    }
+
+    /// Up to `want` dead letters matching `filter`, newest failure first, after `cursor`
+    /// (the failure time and id of the last entry of the page before).
+    async fn letters_page(
+        &self,
+        filter: &DeadLetterFilter,
+        cursor: Option<(DateTime<Utc>, String)>,
+        want: u64,
+    ) -> Result<LetterPage<(DateTime<Utc>, String)>> {
+        let sql = &self.inner.outbox;
+        let mut qb = sqlx::QueryBuilder::<Postgres>::new(format!(
+            "SELECT last_failure_at, id, entry, state, state_at, reason FROM {}",
+            sql.letters
+        ));
+        let has_where = push_letter_filters(&mut qb, filter);
+        if let Some((at, id)) = cursor {
+            qb.push(if has_where { " AND " } else { " WHERE " });
+            qb.push("(last_failure_at, id) < (");
+            qb.push_bind(at);
+            qb.push(", ");
+            qb.push_bind(id);
+            qb.push(")");
+        }
+        qb.push(" ORDER BY last_failure_at DESC, id DESC LIMIT ");
+        qb.push_bind(i64::try_from(want).unwrap_or(i64::MAX));
+        let fail = |e| failure(format!("cannot read the dead letters of {}", sql.letters), e);
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(fail)?;
+        let mut letters = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for row in &rows {
+            let at: DateTime<Utc> = row.try_get(0).map_err(fail)?;
+            let id: String = row.try_get(1).map_err(fail)?;
+            let entry: &str = row.try_get(2).map_err(fail)?;
+            let state: &str = row.try_get(3).map_err(fail)?;
+            let state_at: Option<DateTime<Utc>> = row.try_get(4).map_err(fail)?;
+            let reason: Option<String> = row.try_get(5).map_err(fail)?;
+            letters.push(StoredLetter { entry, state, state_at, reason }.decode(STORE)?);
+            last = Some((at, id));
+        }
+        let full = letters.len() as u64 >= want;
+        Ok(LetterPage { letters, next: if full { last } else { None } })
+    }
+}
+
+/// The event ids and the handlers of `keys`, as two arrays for `UNNEST`.
+fn key_columns(keys: &[DeliveryKey]) -> (Vec<String>, Vec<&str>) {
+    keys.iter().map(|k| (k.event_id.to_string(), k.handler.as_str())).unzip()
+}
+
+/// Appends `" WHERE a AND b …"` for the filter's conditions (its limit aside); says whether
+/// it appended anything.
+fn push_letter_filters(qb: &mut sqlx::QueryBuilder<'_, Postgres>, filter: &DeadLetterFilter) -> bool {
+    let mut any = false;
+    let mut and = |qb: &mut sqlx::QueryBuilder<'_, Postgres>, condition: &str| {
+        qb.push(if any { " AND " } else { " WHERE " });
+        qb.push(condition);
+        any = true;
+    };
+    if !filter.include_settled {
+        and(qb, "state = 'dead'");
+    }
+    for (column, value) in [("handler = ", &filter.handler), ("event_type = ", &filter.event_type)] {
+        if let Some(value) = value {
+            and(qb, column);
+            qb.push_bind(value.clone());
+        }
+    }
+    if let Some(kind) = filter.kind {
+        and(qb, "kind = ");
+        qb.push_bind(kind.as_str());
+    }
+    if let Some(from) = filter.from {
+        and(qb, "last_failure_at >= ");
+        qb.push_bind(from);
+    }
+    if let Some(to) = filter.to {
+        and(qb, "last_failure_at < ");
+        qb.push_bind(to);
+    }
+    any
 }
 
 /// Rejects what is not a plain identifier, so that the quoted name is always safe.

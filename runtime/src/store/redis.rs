@@ -5,7 +5,8 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, Value};
@@ -15,8 +16,13 @@ use super::{
     AppendOutcome, EncodedEvent, EncodedRow, EventQuery, EventStore, Order, PAGE_SIZE, Page, QueryBuilder, StoredEvent,
     paged_stream,
 };
+use crate::dlq::{
+    AttemptRecord, DeadLetter, DeadLetterCounts, DeadLetterFilter, DeadLetterState, DeliveryKey, DeliveryLog,
+    LETTER_PAGE, LetterPage, PendingDelivery, StoredDelivery, StoredLetter, distinct_handlers, encode_attempt,
+    encode_letter, paged_letters,
+};
 use crate::envelope::Envelope;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorChain, Result};
 use crate::event::EventData;
 
 /// The store's name, in logs and errors.
@@ -41,6 +47,11 @@ const SCRIPT_SLICE: usize = 1000;
 /// number of events `n`, ARGV[2..n+1] their ids, then for each event the number of its
 /// field/value arguments followed by them (the `id` field is added by the script).
 ///
+/// With deliveries, KEYS also has the outbox hash and then one due set per handler, and
+/// ARGV ends with the deliveries' stored value, their score and the handlers' names (as
+/// many as due sets): each event stored now (not a duplicate) gets a pending delivery per
+/// handler, in the same script.
+///
 /// Every read and every check comes before the first write, so a script that fails (a key
 /// of the wrong type, a counter behind the stream) fails before writing anything; Redis
 /// refuses a script for lack of memory at its first write only. Returns one integer per
@@ -48,6 +59,15 @@ const SCRIPT_SLICE: usize = 1000;
 const APPEND_LUA: &str = r#"
 local stream, ids, counter = KEYS[1], KEYS[2], KEYS[3]
 local n = tonumber(ARGV[1])
+local nh = math.max(#KEYS - 4, 0)
+local d = #ARGV - nh - 1
+for k = 4, #KEYS do
+  local t = redis.call('TYPE', KEYS[k])['ok']
+  local want = (k == 4) and 'hash' or 'zset'
+  if t ~= 'none' and t ~= want then
+    return redis.error_reply('key ' .. KEYS[k] .. ' is a ' .. t .. ', not a ' .. want)
+  end
+end
 local pos = tonumber(redis.call('GET', counter) or '0')
 if pos == nil then
   return redis.error_reply('position counter ' .. counter .. ' is not a number')
@@ -107,11 +127,160 @@ end
 if m > 0 then
   redis.call('SET', counter, string.format('%d', pos))
 end
+if nh > 0 and m > 0 then
+  local value, score = ARGV[d], ARGV[d + 1]
+  for k = 1, nh do
+    local name, due = ARGV[d + 1 + k], KEYS[4 + k]
+    local s = 1
+    while s <= m do
+      local t = math.min(s + 2 * SLICE - 1, m)
+      local fields, members = {}, {}
+      for f = s, t, 2 do
+        fields[#fields + 1] = fresh[f] .. ':' .. name
+        fields[#fields + 1] = value
+        members[#members + 1] = score
+        members[#members + 1] = fresh[f]
+      end
+      redis.call('HSET', KEYS[4], unpack(fields))
+      redis.call('ZADD', due, unpack(members))
+      s = t + 1
+    end
+  end
+end
 return out
 "#;
 
 static APPEND: LazyLock<Script> =
     LazyLock::new(|| Script::new(&APPEND_LUA.replace("SLICE", &SCRIPT_SLICE.to_string())));
+
+/// Claims due deliveries. KEYS: the outbox, the id hash, the stream, then one due set per
+/// handler. ARGV: now, the limit, the lease's end (times in microseconds), then the
+/// handlers' names in the order of their due sets (`ARGV[k]` names the handler of
+/// `KEYS[k]`).
+///
+/// Takes the members of every due set whose score (when it can be claimed) is not after
+/// now, the lowest scores first, up to the limit; moves each one's score to the lease's end
+/// and returns, per delivery, its handler, its stored value and its event's stream entry. A
+/// member without a delivery is dropped; one whose event the stream no longer has is left
+/// as it is.
+const CLAIM_LUA: &str = r#"
+local outbox, ids, stream = KEYS[1], KEYS[2], KEYS[3]
+local now, limit, lease = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local found = {}
+for k = 4, #KEYS do
+  local due = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
+  for i = 1, #due, 2 do
+    found[#found + 1] = { tonumber(due[i + 1]), k, due[i] }
+  end
+end
+table.sort(found, function(x, y)
+  if x[1] ~= y[1] then return x[1] < y[1] end
+  if x[2] ~= y[2] then return x[2] < y[2] end
+  return x[3] < y[3]
+end)
+local out = {}
+for c = 1, math.min(limit, #found) do
+  local k, id = found[c][2], found[c][3]
+  local value = redis.call('HGET', outbox, id .. ':' .. ARGV[k])
+  if not value then
+    redis.call('ZREM', KEYS[k], id)
+  else
+    local p = redis.call('HGET', ids, id)
+    local entry = p and redis.call('XRANGE', stream, '0-' .. p, '0-' .. p)[1]
+    if entry then
+      redis.call('ZADD', KEYS[k], lease, id)
+      out[#out + 1] = { ARGV[k], value, entry }
+    end
+  end
+end
+return out
+"#;
+
+static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM_LUA));
+
+/// Records a failed attempt. KEYS: the outbox, the delivery's due set. ARGV: the delivery's
+/// field, its event id, the new due time, the attempt count, the attempt as JSON. Appends
+/// the attempt to the history, and makes the delivery due at the new time, unleased.
+/// Returns 0 when the delivery is not pending.
+const RETRY_LUA: &str = r#"
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if not value then
+  return 0
+end
+local _, _, from, history = string.match(value, '^(%S+) (%S+) (%S+) (.*)$')
+if not history then
+  return redis.error_reply('delivery ' .. ARGV[1] .. ' of ' .. KEYS[1] .. ' is unreadable')
+end
+if history == '[]' then
+  history = '[' .. ARGV[5] .. ']'
+else
+  history = string.sub(history, 1, -2) .. ',' .. ARGV[5] .. ']'
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. from .. ' ' .. history)
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return 1
+"#;
+
+static RETRY: LazyLock<Script> = LazyLock::new(|| Script::new(RETRY_LUA));
+
+/// Gives leased deliveries back. KEYS: the outbox, then the due set of each delivery. ARGV:
+/// per delivery, its field and its event id. Each one still pending can be claimed again
+/// from its due time.
+const RELEASE_LUA: &str = r#"
+for i = 2, #KEYS do
+  local value = redis.call('HGET', KEYS[1], ARGV[2 * i - 3])
+  local due = value and string.match(value, '^(%S+) ')
+  if due then
+    redis.call('ZADD', KEYS[i], due, ARGV[2 * i - 2])
+  end
+end
+return 0
+"#;
+
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
+
+/// Moves a delivery to the dead-letter queue. KEYS: the outbox, the delivery's due set, the
+/// letters, their states, their order. ARGV: the delivery's field, its event id, the
+/// letter's id, the letter as JSON, its order member. Burying the same letter again adds
+/// nothing.
+const BURY_LUA: &str = r#"
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+if redis.call('HSETNX', KEYS[3], ARGV[3], ARGV[4]) == 1 then
+  redis.call('HSET', KEYS[4], ARGV[3], 'dead')
+  redis.call('ZADD', KEYS[5], 0, ARGV[5])
+end
+return 0
+"#;
+
+static BURY: LazyLock<Script> = LazyLock::new(|| Script::new(BURY_LUA));
+
+/// Sends a dead letter back. KEYS: the states, the outbox, the delivery's due set. ARGV: the
+/// letter's id, its new state, the delivery's field, its stored value, its score, its event
+/// id. Returns 1, or 0 (changing nothing) when the letter is not dead.
+const REDRIVE_LUA: &str = r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'dead' then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
+return 1
+"#;
+
+static REDRIVE: LazyLock<Script> = LazyLock::new(|| Script::new(REDRIVE_LUA));
+
+/// Discards a dead letter. KEYS: the states. ARGV: the letter's id, its new state. Returns
+/// 1, or 0 (changing nothing) when the letter is not dead.
+const DISCARD_LUA: &str = r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'dead' then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"#;
+
+static DISCARD: LazyLock<Script> = LazyLock::new(|| Script::new(DISCARD_LUA));
 
 /// An event store on Redis Streams (feature `redis`). Cheap to clone: clones share one
 /// multiplexed connection, re-established on its own when it drops.
@@ -127,7 +296,8 @@ static APPEND: LazyLock<Script> =
 ///
 /// # Layout
 ///
-/// Three keys under a prefix (default `bae`, see [`RedisStoreBuilder::prefix`]):
+/// Keys under a prefix (default `bae`, see [`RedisStoreBuilder::prefix`]), three for the
+/// events:
 ///
 /// - `{prefix}:events`, a stream. The entry at global position `p` has the id `0-p`, so
 ///   `XRANGE {prefix}:events 0-10 0-20` reads positions 10 to 20. Its fields: `id` (UUID),
@@ -138,6 +308,25 @@ static APPEND: LazyLock<Script> =
 ///   Redis Streams consumer (`XREAD`, consumer groups) can follow it.
 /// - `{prefix}:ids`, a hash from event id to position: idempotent appends and [`get`](EventStore::get).
 /// - `{prefix}:position`, the last position given.
+///
+/// and the outbox and the dead-letter queue ([`DeliveryLog`]):
+///
+/// - `{prefix}:outbox`, a hash from `{event id}:{handler}` to each pending delivery:
+///   `{due} {attempts} {redriven from} {history}`, `due` in microseconds since the Unix
+///   epoch, `redriven from` the dead letter's id or `-`, `history` the failed attempts as a
+///   JSON array.
+/// - `{prefix}:due:{handler}`, per handler, a sorted set of the event ids of its pending
+///   deliveries, scored by when each can be claimed (microseconds: its due time, or the end
+///   of its lease if later). A claim takes the members scored up to now and moves them to
+///   the end of its lease.
+/// - `{prefix}:dlq:letters`, a hash from dead letter id to the entry as JSON;
+///   `{prefix}:dlq:states`, from id to its state (`dead`, `redriven {time}` or
+///   `discarded {time} {reason}`); `{prefix}:dlq:order`, a sorted set (every score 0) of
+///   `{time}:{id}`, `time` the last failure as 16 hex digits that sort as the times do, so
+///   that newest first is a reverse lexicographic range.
+///
+/// Every change that must be atomic (an append with its deliveries, a claim, a retry, a
+/// burial, a redrive, a discard) is one Lua script.
 ///
 /// The keys belong to the store: write to them only through it.
 ///
@@ -186,6 +375,10 @@ struct Inner {
     events_key: String,
     ids_key: String,
     position_key: String,
+    outbox_key: String,
+    letters_key: String,
+    states_key: String,
+    order_key: String,
     max_event_bytes: usize,
     wait_for_replicas: Option<(u32, Duration)>,
 }
@@ -221,9 +414,10 @@ impl fmt::Debug for RedisStore {
 }
 
 impl RedisStoreBuilder {
-    /// The key prefix (default `bae`): the store's keys are `{prefix}:events`,
-    /// `{prefix}:ids` and `{prefix}:position`. Stores with different prefixes on one server
-    /// are independent.
+    /// The key prefix (default `bae`): every key of the store starts with `{prefix}:` (see
+    /// [`RedisStore`]'s layout). Stores with different prefixes on one server are
+    /// independent, unless one prefix is another's followed by `:due` (the due sets of the
+    /// first store's handlers would share names with the second's keys).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -290,6 +484,10 @@ impl RedisStoreBuilder {
             events_key: format!("{p}:events"),
             ids_key: format!("{p}:ids"),
             position_key: format!("{p}:position"),
+            outbox_key: format!("{p}:outbox"),
+            letters_key: format!("{p}:dlq:letters"),
+            states_key: format!("{p}:dlq:states"),
+            order_key: format!("{p}:dlq:order"),
             prefix: self.prefix.clone(),
             url,
             max_event_bytes: self.max_event_bytes,
@@ -344,14 +542,22 @@ impl RedisStore {
     async fn check_key_types(&self) -> Result<()> {
         let inner = &self.inner;
         let mut pipe = redis::pipe();
-        for key in [&inner.events_key, &inner.ids_key, &inner.position_key] {
+        let expected = [
+            (&inner.events_key, "stream"),
+            (&inner.ids_key, "hash"),
+            (&inner.position_key, "string"),
+            (&inner.outbox_key, "hash"),
+            (&inner.letters_key, "hash"),
+            (&inner.states_key, "hash"),
+            (&inner.order_key, "zset"),
+        ];
+        for (key, _) in &expected {
             pipe.cmd("TYPE").arg(key);
         }
         let types: Vec<String> = pipe
             .query_async(&mut self.conn.clone())
             .await
             .map_err(|e| failure(self.context("cannot read the types of the store's keys"), e))?;
-        let expected = [(&inner.events_key, "stream"), (&inner.ids_key, "hash"), (&inner.position_key, "string")];
         for ((key, want), got) in expected.into_iter().zip(&types) {
             if got != "none" && got != want {
                 return Err(Error::store(
@@ -367,11 +573,23 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Runs the append script over `chunk`.
-    async fn append_chunk(&self, chunk: &[EncodedEvent], out: &mut Vec<AppendOutcome>) -> Result<()> {
+    /// Runs the append script over `chunk`, with the pending deliveries of the events it
+    /// stores when there are `deliveries`.
+    async fn append_chunk(
+        &self,
+        chunk: &[EncodedEvent],
+        deliveries: Option<&NewDeliveries>,
+        out: &mut Vec<AppendOutcome>,
+    ) -> Result<()> {
         let inner = &self.inner;
         let mut invocation = APPEND.prepare_invoke();
         invocation.key(&inner.events_key).key(&inner.ids_key).key(&inner.position_key).arg(chunk.len());
+        if let Some(d) = deliveries {
+            invocation.key(&inner.outbox_key);
+            for handler in &d.handlers {
+                invocation.key(self.due_key(handler));
+            }
+        }
         for e in chunk {
             invocation.arg(&e.id);
         }
@@ -392,6 +610,12 @@ impl RedisStore {
                 }
             }
             invocation.arg("ts").arg(ts).arg("data").arg(&e.data).arg("metadata").arg(&e.metadata);
+        }
+        if let Some(d) = deliveries {
+            invocation.arg(&d.value).arg(d.score);
+            for handler in &d.handlers {
+                invocation.arg(handler);
+            }
         }
         let positions: Vec<i64> = invocation
             .invoke_async(&mut self.conn.clone())
@@ -511,42 +735,7 @@ impl EventStore for RedisStore {
     }
 
     async fn append_batch(&self, events: &[&Envelope<dyn EventData>]) -> Result<Vec<AppendOutcome>> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Encode everything first: a payload that cannot be serialized stores nothing.
-        let encoded = events.iter().map(|e| EncodedEvent::encode(e)).collect::<Result<Vec<_>>>()?;
-        let max = self.inner.max_event_bytes;
-        let mut chunks: Vec<&[EncodedEvent]> = Vec::new();
-        let (mut start, mut bytes) = (0, 0usize);
-        for (i, e) in encoded.iter().enumerate() {
-            let size = encoded_size(e);
-            if size > max {
-                return Err(Error::store(
-                    STORE,
-                    format!(
-                        "event {} (`{}`) is {size} bytes encoded, over the limit of {max} bytes \
-                         (RedisStoreBuilder::max_event_bytes); nothing of the batch was stored",
-                        e.id, e.event_type
-                    ),
-                ));
-            }
-            if bytes + size > CHUNK_BYTES && i > start {
-                chunks.push(&encoded[start..i]);
-                (start, bytes) = (i, 0);
-            }
-            bytes += size;
-        }
-        chunks.push(&encoded[start..]);
-        if chunks.len() > 1 {
-            tracing::debug!(events = encoded.len(), parts = chunks.len(), "redis store: batch split in parts");
-        }
-        let mut out = Vec::with_capacity(encoded.len());
-        for chunk in chunks {
-            self.append_chunk(chunk, &mut out).await?;
-        }
-        self.wait_for_replicas().await?;
-        Ok(out)
+        self.append_rows(events, None).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<StoredEvent>> {
@@ -601,6 +790,498 @@ impl EventStore for RedisStore {
     fn stream(&self, query: EventQuery) -> BoxStream<'_, Result<StoredEvent>> {
         paged_stream(query, move |q| self.page(q))
     }
+
+    fn delivery_log(&self) -> Option<&dyn DeliveryLog> {
+        Some(self)
+    }
+}
+
+impl RedisStore {
+    /// Appends `events` and, with `deliveries`, the pending deliveries of those stored now:
+    /// the path of [`EventStore::append_batch`] and [`DeliveryLog::append_with_deliveries`].
+    async fn append_rows(
+        &self,
+        events: &[&Envelope<dyn EventData>],
+        deliveries: Option<&NewDeliveries>,
+    ) -> Result<Vec<AppendOutcome>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Encode everything first: a payload that cannot be serialized stores nothing.
+        let encoded = events.iter().map(|e| EncodedEvent::encode(e)).collect::<Result<Vec<_>>>()?;
+        let max = self.inner.max_event_bytes;
+        let mut chunks: Vec<&[EncodedEvent]> = Vec::new();
+        let (mut start, mut bytes) = (0, 0usize);
+        for (i, e) in encoded.iter().enumerate() {
+            let size = encoded_size(e);
+            if size > max {
+                return Err(Error::store(
+                    STORE,
+                    format!(
+                        "event {} (`{}`) is {size} bytes encoded, over the limit of {max} bytes \
+                         (RedisStoreBuilder::max_event_bytes); nothing of the batch was stored",
+                        e.id, e.event_type
+                    ),
+                ));
+            }
+            if bytes + size > CHUNK_BYTES && i > start {
+                chunks.push(&encoded[start..i]);
+                (start, bytes) = (i, 0);
+            }
+            bytes += size;
+        }
+        chunks.push(&encoded[start..]);
+        if chunks.len() > 1 {
+            tracing::debug!(events = encoded.len(), parts = chunks.len(), "redis store: batch split in parts");
+        }
+        let mut out = Vec::with_capacity(encoded.len());
+        for chunk in chunks {
+            self.append_chunk(chunk, deliveries, &mut out).await?;
+        }
+        self.wait_for_replicas().await?;
+        Ok(out)
+    }
+}
+
+/// The deliveries an append writes for the events it stores.
+struct NewDeliveries {
+    /// The handlers' names, each once.
+    handlers: Vec<String>,
+    /// What the outbox keeps for each: due now, no attempt yet.
+    value: String,
+    /// When they can be claimed: now, or the end of the appender's lease.
+    score: i64,
+}
+
+/// The outbox and the dead-letter queue, in the keys described in [`RedisStore`]'s layout.
+#[async_trait]
+impl DeliveryLog for RedisStore {
+    async fn append_with_deliveries(
+        &self,
+        events: &[&Envelope<dyn EventData>],
+        handlers: &[&str],
+        lease_until: Option<DateTime<Utc>>,
+    ) -> Result<Vec<AppendOutcome>> {
+        let handlers = distinct_handlers(handlers);
+        if handlers.is_empty() {
+            return self.append_rows(events, None).await;
+        }
+        let now = micros(Utc::now());
+        let deliveries = NewDeliveries {
+            handlers: handlers.into_iter().map(str::to_owned).collect(),
+            value: delivery_value(now, 0, None, "[]"),
+            score: lease_until.map_or(now, |lease| micros(lease).max(now)),
+        };
+        self.append_rows(events, Some(&deliveries)).await
+    }
+
+    async fn claim_due(
+        &self,
+        handlers: &[&str],
+        limit: usize,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<PendingDelivery>> {
+        let handlers = distinct_handlers(handlers);
+        if handlers.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let inner = &self.inner;
+        let mut invocation = CLAIM.prepare_invoke();
+        invocation.key(&inner.outbox_key).key(&inner.ids_key).key(&inner.events_key);
+        // Lua reads numbers as doubles: a limit above 2^32 (more than any claim can hold)
+        // would reach Redis as a float.
+        let limit = limit.min(u32::MAX as usize);
+        invocation.arg(micros(Utc::now())).arg(limit).arg(micros(lease_until));
+        for handler in &handlers {
+            invocation.key(self.due_key(handler)).arg(*handler);
+        }
+        let reply: Value = invocation.invoke_async(&mut self.conn.clone()).await.map_err(|e| {
+            failure(self.context(format_args!("cannot claim due deliveries of `{}`", inner.outbox_key)), e)
+        })?;
+        let bad = |what: &str| Error::store(STORE, self.context(format_args!("unexpected reply to a claim: {what}")));
+        let items = match reply {
+            Value::Array(items) => items,
+            Value::Nil => Vec::new(),
+            other => return Err(bad(&format!("expected an array, got {other:?}"))),
+        };
+        let mut claimed = Vec::with_capacity(items.len());
+        let mut entries = Vec::with_capacity(items.len());
+        for item in items {
+            let Value::Array(parts) = item else { return Err(bad("a delivery is not an array")) };
+            let Ok([handler, value, entry]) = <[Value; 3]>::try_from(parts) else {
+                return Err(bad("a delivery is not a handler, a value and an entry"));
+            };
+            let handler = text(handler).map_err(|e| bad(&format!("a handler is {e}")))?;
+            let value = text(value).map_err(|e| bad(&format!("a delivery is {e}")))?;
+            claimed.push((handler, value));
+            entries.push(entry);
+        }
+        let entries = parse_entries(Value::Array(entries), &inner.events_key)?;
+        let mut out = Vec::with_capacity(claimed.len());
+        for ((handler, value), entry) in claimed.into_iter().zip(entries) {
+            // A delivery that cannot be read stays leased, and comes back when its lease
+            // ends: it must not keep the others of the batch from running.
+            match self.claimed(handler, &value, entry) {
+                Ok(delivery) => out.push(delivery),
+                Err(e) => tracing::error!(
+                    prefix = %inner.prefix, error = %ErrorChain(&e),
+                    "a claimed delivery is unreadable; it is left leased"
+                ),
+            }
+        }
+        tracing::trace!(prefix = %inner.prefix, claimed = out.len(), "deliveries claimed");
+        Ok(out)
+    }
+
+    async fn complete(&self, done: &[DeliveryKey]) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let inner = &self.inner;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for key in done {
+            pipe.cmd("HDEL").arg(&inner.outbox_key).arg(field(key)).ignore();
+            pipe.cmd("ZREM").arg(self.due_key(&key.handler)).arg(key.event_id.to_string()).ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone()).await.map_err(|e| {
+            failure(
+                self.context(format_args!("cannot remove {} done deliveries from `{}`", done.len(), inner.outbox_key)),
+                e,
+            )
+        })
+    }
+
+    async fn retry_at(&self, key: &DeliveryKey, at: DateTime<Utc>, attempt: &AttemptRecord) -> Result<()> {
+        let inner = &self.inner;
+        let pending: i64 = RETRY
+            .key(&inner.outbox_key)
+            .key(self.due_key(&key.handler))
+            .arg(field(key))
+            .arg(key.event_id.to_string())
+            .arg(micros(at))
+            .arg(attempt.attempt)
+            .arg(encode_attempt(attempt, STORE)?)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| {
+                failure(
+                    self.context(format_args!(
+                        "cannot record attempt {} of the delivery of event {} to `{}`",
+                        attempt.attempt, key.event_id, key.handler
+                    )),
+                    e,
+                )
+            })?;
+        if pending == 0 {
+            tracing::debug!(event_id = %key.event_id, handler = %key.handler, "retry of a delivery no longer pending");
+        }
+        Ok(())
+    }
+
+    async fn release(&self, keys: &[DeliveryKey]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = RELEASE.prepare_invoke();
+        invocation.key(&self.inner.outbox_key);
+        for key in keys {
+            invocation.key(self.due_key(&key.handler)).arg(field(key)).arg(key.event_id.to_string());
+        }
+        invocation
+            .invoke_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(|e| failure(self.context(format_args!("cannot release {} deliveries", keys.len())), e))
+    }
+
+    async fn next_due(&self, handlers: &[&str]) -> Result<Option<DateTime<Utc>>> {
+        let handlers = distinct_handlers(handlers);
+        if handlers.is_empty() {
+            return Ok(None);
+        }
+        let mut pipe = redis::pipe();
+        for handler in &handlers {
+            pipe.cmd("ZRANGE").arg(self.due_key(handler)).arg(0).arg(0).arg("WITHSCORES");
+        }
+        let firsts: Vec<Vec<(String, f64)>> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| failure(self.context("cannot read when the next delivery is due"), e))?;
+        let Some(first) = firsts.iter().flatten().map(|(_, score)| *score).reduce(f64::min) else {
+            return Ok(None);
+        };
+        // Scores are whole microseconds, exact in a double until the year 2255.
+        from_micros(first.round() as i64).map(Some)
+    }
+
+    async fn pending_deliveries(&self) -> Result<u64> {
+        let key = &self.inner.outbox_key;
+        redis::cmd("HLEN")
+            .arg(key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| failure(self.context(format_args!("cannot count the deliveries of `{key}`")), e))
+    }
+
+    async fn bury(&self, letter: &DeadLetter) -> Result<()> {
+        let inner = &self.inner;
+        let key = DeliveryKey { event_id: letter.event.id, handler: letter.handler.clone() };
+        BURY.key(&inner.outbox_key)
+            .key(self.due_key(&letter.handler))
+            .key(&inner.letters_key)
+            .key(&inner.states_key)
+            .key(&inner.order_key)
+            .arg(field(&key))
+            .arg(letter.event.id.to_string())
+            .arg(letter.id.to_string())
+            .arg(encode_letter(letter, STORE)?)
+            .arg(order_member(letter.last_failure, letter.id))
+            .invoke_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(|e| {
+                failure(
+                    self.context(format_args!(
+                        "cannot move the delivery of event {} to `{}` to the dead-letter queue",
+                        letter.event.id, letter.handler
+                    )),
+                    e,
+                )
+            })?;
+        tracing::debug!(
+            prefix = %inner.prefix, dead_letter = %letter.id, event_id = %letter.event.id,
+            handler = %letter.handler, "delivery dead-lettered"
+        );
+        Ok(())
+    }
+
+    fn dead_letters(&self, filter: DeadLetterFilter) -> BoxStream<'_, Result<DeadLetter>> {
+        let limit = filter.limit;
+        let filter = Arc::new(filter);
+        paged_letters(limit, move |cursor, want| {
+            let filter = Arc::clone(&filter);
+            async move { self.letters_page(&filter, cursor, want).await }
+        })
+    }
+
+    async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetter>> {
+        let inner = &self.inner;
+        let (entry, state): (Option<String>, Option<String>) = redis::pipe()
+            .cmd("HGET")
+            .arg(&inner.letters_key)
+            .arg(id.to_string())
+            .cmd("HGET")
+            .arg(&inner.states_key)
+            .arg(id.to_string())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| failure(self.context(format_args!("cannot read dead letter {id}")), e))?;
+        entry.map(|entry| self.decode_letter(id, &entry, state.as_deref())).transpose()
+    }
+
+    async fn redrive(&self, id: Uuid) -> Result<Option<DeadLetter>> {
+        let inner = &self.inner;
+        let entry: Option<String> = redis::cmd("HGET")
+            .arg(&inner.letters_key)
+            .arg(id.to_string())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| failure(self.context(format_args!("cannot read dead letter {id}")), e))?;
+        let Some(entry) = entry else { return Ok(None) };
+        // The entry never changes once buried: its event and handler, read before the
+        // script, are those the script sends back.
+        let mut letter = StoredLetter { entry: &entry, state: "dead", state_at: None, reason: None }.decode(STORE)?;
+        let now = Utc::now().trunc_subsecs(6);
+        let key = DeliveryKey { event_id: letter.event.id, handler: letter.handler.clone() };
+        let won: i64 = REDRIVE
+            .key(&inner.states_key)
+            .key(&inner.outbox_key)
+            .key(self.due_key(&letter.handler))
+            .arg(id.to_string())
+            .arg(format!("redriven {}", format_ts(now)))
+            .arg(field(&key))
+            .arg(delivery_value(micros(now), 0, Some(id), "[]"))
+            .arg(micros(now))
+            .arg(letter.event.id.to_string())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| failure(self.context(format_args!("cannot redrive dead letter {id}")), e))?;
+        if won != 1 {
+            return Ok(None);
+        }
+        letter.state = DeadLetterState::Redriven { at: now };
+        Ok(Some(letter))
+    }
+
+    async fn discard(&self, id: Uuid, reason: &str) -> Result<bool> {
+        let now = Utc::now().trunc_subsecs(6);
+        let done: i64 = DISCARD
+            .key(&self.inner.states_key)
+            .arg(id.to_string())
+            .arg(format!("discarded {} {reason}", format_ts(now)))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| failure(self.context(format_args!("cannot discard dead letter {id}")), e))?;
+        Ok(done == 1)
+    }
+
+    async fn dead_letter_counts(&self, filter: &DeadLetterFilter) -> Result<DeadLetterCounts> {
+        // Redis has no index to group by: the matching entries are read, page by page.
+        let mut all = filter.clone();
+        all.limit = None;
+        let mut counts = DeadLetterCounts::default();
+        let mut letters = self.dead_letters(all);
+        while let Some(letter) = letters.next().await {
+            let letter = letter?;
+            counts.add(&letter.handler, letter.event_type(), 1);
+        }
+        Ok(counts)
+    }
+}
+
+impl RedisStore {
+    /// The due set of `handler`'s deliveries.
+    fn due_key(&self, handler: &str) -> String {
+        format!("{}:due:{handler}", self.inner.prefix)
+    }
+
+    /// A claimed delivery: its handler, its value in the outbox, its event's entry.
+    fn claimed(&self, handler: String, value: &str, entry: RawEntry) -> Result<PendingDelivery> {
+        let event = entry.into_row(&self.inner.events_key)?.decode(STORE)?.event;
+        let Some((attempts, redriven_from, history)) = parse_delivery_value(value) else {
+            return Err(Error::store(
+                STORE,
+                self.context(format_args!(
+                    "the delivery of event {} to `{handler}` in `{}` is unreadable: `{value}`",
+                    event.id, self.inner.outbox_key
+                )),
+            ));
+        };
+        StoredDelivery { handler, attempts, history, redriven_from }.decode(event, STORE)
+    }
+
+    /// A dead letter from its entry and its state (`dead`, `redriven {time}`,
+    /// `discarded {time} {reason}`).
+    fn decode_letter(&self, id: impl fmt::Display, entry: &str, state: Option<&str>) -> Result<DeadLetter> {
+        let bad = |what: String| Error::store(STORE, self.context(format_args!("dead letter {id} {what}")));
+        let state = state.ok_or_else(|| bad(format!("has no state in `{}`", self.inner.states_key)))?;
+        let mut parts = state.splitn(3, ' ');
+        let name = parts.next().unwrap_or_default();
+        let state_at = parts
+            .next()
+            .map(|at| {
+                DateTime::parse_from_rfc3339(at)
+                    .map(|at| at.with_timezone(&Utc))
+                    .map_err(|e| bad(format!("has an unreadable state time `{at}`: {e}")))
+            })
+            .transpose()?;
+        let reason = parts.next().map(str::to_owned);
+        StoredLetter { entry, state: name, state_at, reason }.decode(STORE)
+    }
+
+    /// Up to `want` dead letters matching `filter`, newest failure first, after the order
+    /// member `cursor`. Reads [`LETTER_PAGE`] members a round trip and filters them here.
+    async fn letters_page(
+        &self,
+        filter: &DeadLetterFilter,
+        cursor: Option<String>,
+        want: u64,
+    ) -> Result<LetterPage<String>> {
+        let inner = &self.inner;
+        // Members are `{time}:{id}`: `(x` excludes x and every member it starts, `[x` takes
+        // them, so a time bound is a bound on the members' first 16 characters.
+        let max = match cursor {
+            Some(member) => format!("({member}"),
+            None => filter.to.map_or_else(|| "+".to_owned(), |to| format!("({}", order_time(to))),
+        };
+        let min = filter.from.map_or_else(|| "-".to_owned(), |from| format!("[{}", order_time(from)));
+        let members: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
+            .arg(&inner.order_key)
+            .arg(&max)
+            .arg(&min)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(LETTER_PAGE)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| failure(self.context(format_args!("cannot read `{}`", inner.order_key)), e))?;
+        if members.is_empty() {
+            return Ok(LetterPage { letters: Vec::new(), next: None });
+        }
+        let ids: Vec<&str> = members.iter().map(|m| m.split_once(':').map_or(m.as_str(), |(_, id)| id)).collect();
+        let (entries, states): (Vec<Option<String>>, Vec<Option<String>>) = redis::pipe()
+            .cmd("HMGET")
+            .arg(&inner.letters_key)
+            .arg(&ids)
+            .cmd("HMGET")
+            .arg(&inner.states_key)
+            .arg(&ids)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| failure(self.context("cannot read dead letters"), e))?;
+        let mut letters = Vec::new();
+        for ((member, id), (entry, state)) in members.iter().zip(&ids).zip(entries.iter().zip(&states)) {
+            let entry = entry.as_deref().ok_or_else(|| {
+                Error::store(
+                    STORE,
+                    self.context(format_args!(
+                        "dead letter {id} is in `{}` but not in `{}`",
+                        inner.order_key, inner.letters_key
+                    )),
+                )
+            })?;
+            let letter = self.decode_letter(id, entry, state.as_deref())?;
+            if filter.matches(&letter) {
+                letters.push(letter);
+                if letters.len() as u64 >= want {
+                    return Ok(LetterPage { letters, next: Some(member.clone()) });
+                }
+            }
+        }
+        let full = members.len() as u64 >= LETTER_PAGE;
+        Ok(LetterPage { letters, next: if full { members.last().cloned() } else { None } })
+    }
+}
+
+/// A delivery's field in the outbox: `{event id}:{handler}`.
+fn field(key: &DeliveryKey) -> String {
+    format!("{}:{}", key.event_id, key.handler)
+}
+
+/// A pending delivery as the outbox keeps it: `{due} {attempts} {redriven from} {history}`.
+fn delivery_value(due: i64, attempts: u32, redriven_from: Option<Uuid>, history: &str) -> String {
+    match redriven_from {
+        Some(from) => format!("{due} {attempts} {from} {history}"),
+        None => format!("{due} {attempts} - {history}"),
+    }
+}
+
+/// The attempts, the dead letter it was redriven from and the history of a
+/// [`delivery_value`].
+fn parse_delivery_value(value: &str) -> Option<(i64, Option<&str>, &str)> {
+    let mut parts = value.splitn(4, ' ');
+    let (_due, attempts, from, history) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Some((attempts.parse().ok()?, (from != "-").then_some(from), history))
+}
+
+/// A time as the outbox keeps it: microseconds since the Unix epoch.
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(micros: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| Error::store(STORE, format!("a due time of {micros} µs is out of range")))
+}
+
+/// A dead letter's failure time as the first part of its order member: 16 hex digits whose
+/// order is the times' (the sign bit flipped, so times before 1970 sort first).
+fn order_time(t: DateTime<Utc>) -> String {
+    format!("{:016x}", u64::from_ne_bytes(micros(t).to_ne_bytes()) ^ (1 << 63))
+}
+
+/// A dead letter's member in the order set: `{time}:{id}`.
+fn order_member(last_failure: DateTime<Utc>, id: Uuid) -> String {
+    format!("{}:{id}", order_time(last_failure))
 }
 
 /// Whether `query` has no filter (position, limit and order aside).
@@ -830,6 +1511,32 @@ mod tests {
         assert_eq!(format_ts(t), "2026-01-01T12:00:00.000000Z");
         let t = t + chrono::Duration::microseconds(1234);
         assert_eq!(format_ts(t), "2026-01-01T12:00:00.001234Z");
+    }
+
+    #[test]
+    fn order_members_sort_as_their_times() {
+        let t = DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z").expect("time").with_timezone(&Utc);
+        let times = [
+            DateTime::parse_from_rfc3339("1960-01-01T00:00:00Z").expect("time").with_timezone(&Utc),
+            DateTime::UNIX_EPOCH,
+            t,
+            t + chrono::Duration::microseconds(1),
+            t + chrono::Duration::days(365 * 100),
+        ];
+        let keys: Vec<String> = times.iter().map(|t| order_time(*t)).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+        assert!(keys.iter().all(|k| k.len() == 16));
+    }
+
+    #[test]
+    fn delivery_values_read_back() {
+        let from = Uuid::now_v7();
+        let history = r#"[{"attempt":1,"error":{"kind":"failed","message":"a b c"}}]"#;
+        let value = delivery_value(42, 3, Some(from), history);
+        let from = from.to_string();
+        assert_eq!(parse_delivery_value(&value), Some((3, Some(from.as_str()), history)));
+        assert_eq!(parse_delivery_value(&delivery_value(42, 0, None, "[]")), Some((0, None, "[]")));
+        assert_eq!(parse_delivery_value("42 x - []"), None);
     }
 
     #[test]
