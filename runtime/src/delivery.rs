@@ -246,6 +246,7 @@ impl Delivery {
             // Only a handler that reads its context takes a reference to the bus's
             // dependencies, shared by every worker.
             deps: handler.uses_context.then(|| Arc::clone(&self.target.env.deps)),
+            redriven_from: self.progress.as_ref().and_then(|p| p.redriven_from),
         };
         let run = self.target.handler.invoke(env, &ctx);
         if self.target.env.track_cause { crate::cause::with_cause(env, run).await } else { run.await }

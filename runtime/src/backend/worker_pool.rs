@@ -453,8 +453,12 @@ impl AsyncBackend for WorkerPool {
             for h in &handles {
                 h.abort();
             }
+            // A worker that finished inside the timed join was awaited already: awaiting its
+            // handle again would panic.
             for h in handles {
-                let _ = h.await;
+                if !h.is_finished() {
+                    let _ = h.await;
+                }
             }
             // What never left the queue…
             while let Ok(d) = running.queue.pop() {

@@ -218,6 +218,7 @@ impl EventBus {
             mode: HandlerMode::Sync,
             replay: env.metadata.replay,
             deps: None,
+            redriven_from: None,
         };
         // Made on the first handler that takes another payload type; most emits have none.
         let mut conversions: Option<Box<Conversions>> = None;

@@ -9,12 +9,24 @@ use chrono::Utc;
 
 use super::{BusInner, EventBus};
 use crate::delivery::{Delivery, Progress};
-use crate::dlq::DeliveryKey;
 use crate::error::Result;
 use crate::outbox::Outbox;
 
 /// Most deliveries claimed at once.
 const PUMP_BATCH: usize = 64;
+
+/// How long the pump waits for queue room when the backend has none.
+const NO_ROOM_WAIT: Duration = Duration::from_millis(10);
+
+/// What one round of the pump did.
+enum Round {
+    /// It claimed a full batch: more may be due.
+    Full,
+    /// It claimed what was due (maybe nothing).
+    Partial,
+    /// The backend had no room, so it claimed nothing.
+    NoRoom,
+}
 
 impl EventBus {
     /// Starts the outbox's tasks (completions and the pump) on the current tokio runtime,
@@ -52,13 +64,15 @@ async fn run_pump(bus: Weak<BusInner>, outbox: Arc<Outbox>) {
             }
             match pump_once(&inner, &outbox).await {
                 // A full batch: more may be due.
-                Ok(true) => continue,
-                Ok(false) => {}
+                Ok(Round::Full) => continue,
+                Ok(Round::Partial) => next_wait(&inner, &outbox).await,
+                // The queue is full: its workers free room within moments.
+                Ok(Round::NoRoom) => NO_ROOM_WAIT.min(outbox.poll),
                 Err(e) => {
                     tracing::warn!(target: "better_auth_events", "cannot run the outbox's due deliveries, trying again: {}", crate::ErrorChain(&e));
+                    outbox.poll
                 }
             }
-            next_wait(&inner, &outbox).await
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
@@ -85,21 +99,38 @@ async fn next_wait(inner: &BusInner, outbox: &Outbox) -> Duration {
     }
 }
 
-/// Claims one batch of due deliveries and hands it to the backend. Returns whether the batch
-/// was full.
-async fn pump_once(inner: &BusInner, outbox: &Outbox) -> Result<bool> {
+/// Claims one batch of due deliveries, as many as the backend has room for, and hands them
+/// over.
+async fn pump_once(inner: &BusInner, outbox: &Outbox) -> Result<Round> {
     let routes = inner.routes.load_full();
     let targets = routes.async_targets();
     if targets.is_empty() {
-        return Ok(false);
+        return Ok(Round::Partial);
+    }
+    // Room first, one delivery at a time, as much as there is: a claim never takes more
+    // than the backend can take at once.
+    let backend = &inner.backend;
+    let mut rooms = Vec::new();
+    while rooms.len() < PUMP_BATCH {
+        match backend.try_reserve(1) {
+            Ok(Some(room)) => rooms.push(room),
+            _ => break,
+        }
+    }
+    if rooms.is_empty() {
+        return Ok(Round::NoRoom);
     }
     let names: Vec<&str> = targets.keys().copied().collect();
     let log = outbox.log()?;
-    let claimed = log.claim_due(&names, PUMP_BATCH, outbox.lease_from_now()).await?;
-    let full = claimed.len() == PUMP_BATCH;
-    let mut deliveries = Vec::with_capacity(claimed.len());
+    let claimed = log.claim_due(&names, rooms.len(), outbox.lease_from_now()).await?;
+    let round = if claimed.len() == PUMP_BATCH { Round::Full } else { Round::Partial };
+    let mut not_taken = Vec::new();
     for pending in claimed {
-        let Some(target) = targets.get(pending.handler.as_str()) else { continue };
+        // Unregistered since the claim began: give it back.
+        let Some(target) = targets.get(pending.handler.as_str()) else {
+            not_taken.push(pending.key());
+            continue;
+        };
         let progress = (pending.attempts > 0 || pending.redriven_from.is_some()).then(|| {
             Box::new(Progress {
                 attempts: pending.attempts,
@@ -107,27 +138,26 @@ async fn pump_once(inner: &BusInner, outbox: &Outbox) -> Result<bool> {
                 redriven_from: pending.redriven_from,
             })
         });
-        match target.handler.inner.call.convert(&pending.event) {
-            Ok(event) => deliveries.push(Delivery { event, target: Arc::clone(target), progress }),
-            Err(error) => target.poisoned(&pending.event, pending.redriven_from, &error).await,
+        let delivery = match target.handler.inner.call.convert(&pending.event) {
+            Ok(event) => Delivery { event, target: Arc::clone(target), progress },
+            Err(error) => {
+                target.poisoned(&pending.event, pending.redriven_from, &error).await;
+                continue;
+            }
+        };
+        let Some(room) = rooms.pop() else { break };
+        let key = delivery.key();
+        let handed = match backend.send_reserved(room, vec![delivery]) {
+            Ok(None) => Ok(()),
+            Ok(Some(back)) => backend.publish_all(back).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = handed {
+            tracing::warn!(target: "better_auth_events", event_id = %key.event_id, handler = %key.handler, "the backend refused a delivery from the outbox; it stays pending: {}", crate::ErrorChain(&e));
+            not_taken.push(key);
         }
     }
-    if deliveries.is_empty() {
-        return Ok(full);
-    }
-    let keys: Vec<DeliveryKey> = deliveries.iter().map(Delivery::key).collect();
-    let backend = &inner.backend;
-    let handed = async {
-        let room = backend.reserve(deliveries.len()).await?;
-        if let Some(back) = backend.send_reserved(room, deliveries)? {
-            backend.publish_all(back).await?;
-        }
-        Ok::<(), crate::Error>(())
-    };
-    if let Err(e) = handed.await {
-        // Not taken: back to the store for the next round.
-        outbox.release(&keys).await;
-        return Err(e);
-    }
-    Ok(full)
+    // Not taken: back to the store for the next round.
+    outbox.release(&not_taken).await;
+    Ok(round)
 }

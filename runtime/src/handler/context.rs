@@ -94,12 +94,22 @@ pub struct HandlerContext {
     /// `None` only in the context of a handler that never reads it (see
     /// `HandlerInner::uses_context`): the bus then takes no reference to its dependencies.
     pub(crate) deps: Option<Arc<Dependencies>>,
+    /// The dead letter this delivery was redriven from, if it came back from the queue.
+    pub(crate) redriven_from: Option<Uuid>,
 }
 
 impl HandlerContext {
     /// A context for calling a handler outside a bus (tests, tools).
     pub fn new(event_id: Uuid, handler: impl Into<Cow<'static, str>>, deps: Arc<Dependencies>) -> Self {
-        Self { event_id, handler: handler.into(), attempt: 1, mode: HandlerMode::Sync, replay: false, deps: Some(deps) }
+        Self {
+            event_id,
+            handler: handler.into(),
+            attempt: 1,
+            mode: HandlerMode::Sync,
+            replay: false,
+            deps: Some(deps),
+            redriven_from: None,
+        }
     }
 
     /// The id of the event being handled.
@@ -112,8 +122,20 @@ impl HandlerContext {
         &self.handler
     }
 
-    /// The stable id of this (event, handler) delivery: the same across retries and
-    /// redeliveries, so handlers with side effects can use it as an idempotency key.
+    /// The dead letter this delivery was redriven from, when an operator sent it back from
+    /// the dead-letter queue ([`crate::dlq::DLQHandler::redrive`]).
+    pub fn redriven_from(&self) -> Option<Uuid> {
+        self.redriven_from
+    }
+
+    /// The stable id of this (event, handler) delivery: the same across retries,
+    /// redeliveries after a crash and redrives from the dead-letter queue, so handlers with
+    /// side effects can use it as an idempotency key.
+    ///
+    /// Async delivery on a store with an outbox is at least once: a process that dies
+    /// after the handler's side effect and before the delivery is marked done runs it
+    /// again. A handler that must not, say, send a mail twice records this id with its
+    /// side effect (a unique key in the same transaction) and skips an id it has seen.
     pub fn delivery_id(&self) -> Uuid {
         Uuid::new_v5(&self.event_id, self.handler.as_bytes())
     }
