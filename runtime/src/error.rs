@@ -47,7 +47,9 @@ pub enum Error {
         reason: String,
     },
 
-    /// A dynamic event does not match the schema registered for its name.
+    /// An event was refused before it was stored: a dynamic event does not match the
+    /// schema registered for its name or has an invalid name, or the event's JSON nests
+    /// deeper than could be read back ([`MAX_PAYLOAD_DEPTH`](crate::MAX_PAYLOAD_DEPTH)).
     #[error("validation failed for event `{event_type}`: {message}")]
     Validation {
         /// Name of the event.

@@ -15,7 +15,8 @@
 //! delivery                                one event for one async handler, retries
 //! handler (context, options, retry, …) · middleware
 //! cause                                   which event's handler runs on this task
-//! envelope (cloudevents, shared) · schema the envelope, its CloudEvents form · schemas
+//! envelope (cloudevents, shared, depth) · schema
+//!                                         the envelope, its CloudEvents form, nesting limits · schemas
 //! event · event_type · error · clock      TypedEvent · EventType · Error · ids and time
 //! ```
 //!
@@ -50,7 +51,7 @@ pub use bus::{
 pub use cause::{Cause, current_cause};
 pub use clock::new_event_id;
 pub use delivery::{Delivery, DeliveryFailure, ShutdownReport, UnfinishedDelivery};
-pub use envelope::{DEFAULT_SOURCE, Envelope, Event, EventMetadata, SPEC_VERSION, ext};
+pub use envelope::{DEFAULT_SOURCE, Envelope, Event, EventMetadata, MAX_PAYLOAD_DEPTH, SPEC_VERSION, ext};
 pub use error::{BoxError, Error, ErrorChain, EventError, HandlerError, Result};
 pub use event::{EventData, EventInfo, EventRegistration, TypedEvent, registered_events};
 pub use event_type::EventType;

@@ -8,6 +8,7 @@ use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
 use super::{AppendOutcome, EventQuery, EventStore, Order, Page, QueryBuilder, StoredEvent, paged_stream};
+use crate::envelope::depth::check_stored as check_depth;
 use crate::envelope::{Envelope, Event};
 use crate::error::{Error, Result};
 use crate::event::EventData;
@@ -78,7 +79,12 @@ impl EventStore for MemoryStore {
     }
 
     async fn append_batch(&self, events: &[&Envelope<dyn EventData>]) -> Result<Vec<AppendOutcome>> {
-        // Convert first so that a payload that cannot be serialized stores nothing.
+        // Convert first so that a payload that cannot be serialized stores nothing, and
+        // refuse what the other stores refuse (converting a deeper payload would recurse
+        // over it).
+        for e in events {
+            check_depth(e)?;
+        }
         let converted = events.iter().map(|e| e.to_dynamic()).collect::<Result<Vec<_>>>()?;
         let mut inner = self.write()?;
         let mut out = Vec::with_capacity(converted.len());

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 use uuid::Uuid;
 
+use crate::envelope::depth::{self, MAX_PAYLOAD_DEPTH};
 use crate::envelope::{Envelope, Event, EventMetadata};
 use crate::error::{Error, Result};
 use crate::event::{EventData, TypedEvent};
@@ -203,14 +204,17 @@ pub(crate) struct EncodedEvent {
 
 impl EncodedEvent {
     /// Flattens an event; the payload is serialized once, straight to JSON text.
+    ///
+    /// What could not be read back is refused with [`Error::Validation`]: a payload nested
+    /// deeper than [`MAX_PAYLOAD_DEPTH`](crate::MAX_PAYLOAD_DEPTH) levels (its serialization
+    /// stops there) or an extension attribute nested too deep.
     pub(crate) fn encode(event: &Envelope<dyn EventData>) -> Result<Self> {
-        let ser = |source| Error::Serialization { event_type: event.event_type.to_string(), source };
+        let event_type = event.event_type.as_str();
+        let ser = |source| Error::Serialization { event_type: event_type.to_owned(), source };
+        depth::check_extensions(event_type, &event.metadata)?;
         let mut data = Vec::with_capacity(128);
-        {
-            let mut json = serde_json::Serializer::new(&mut data);
-            erased_serde::serialize(event.data.as_serialize(), &mut json)
-                .map_err(|e| ser(serde::ser::Error::custom(e)))?;
-        }
+        depth::write_bounded(&mut data, event.data.as_serialize(), MAX_PAYLOAD_DEPTH)
+            .map_err(|e| e.into_error(event_type, "the payload", MAX_PAYLOAD_DEPTH))?;
         let data = String::from_utf8(data).map_err(|e| Error::store("encode", e))?;
         Ok(Self {
             id: event.id.to_string(),
