@@ -1,6 +1,8 @@
 //! How deep an event's JSON may nest: what `emit`, the stores and the CloudEvents mapping
 //! accept is what serde_json reads back, a deeper payload is refused before anything is
-//! stored, and a value nested far too deep for the stack is an error rather than a crash.
+//! stored, a value nested far too deep for the stack is an error rather than a crash, and a
+//! stored row that cannot be read is reported (with its position and id) without stopping
+//! a stream.
 //!
 //! The PostgreSQL and Redis tests need the servers of `tests/support` (127.0.0.1:5432,
 //! database `test`; 127.0.0.1:6379) and fail when they are unreachable. Each test works in
@@ -13,17 +15,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use better_auth_events::prelude::*;
 use better_auth_events::replay::ReplayEngine;
 use better_auth_events::store::{PostgresStore, RedisStore, SqliteStore};
-use better_auth_events::{Error, ErrorChain, EventQuery, Handler, StoredEvent};
+use better_auth_events::{Error, ErrorChain, EventQuery, Handler, Order, StoredEvent};
 use futures::StreamExt;
 use serde_json::Value;
 use support::postgres::Schema;
 use support::redis::Prefix;
+use support::resp::{Raw, Reply};
 
 mod support;
 
 /// The deepest payload accepted: one level less than serde_json reads (127), since a
 /// CloudEvents document wraps the payload in one object.
 const LIMIT: usize = better_auth_events::MAX_PAYLOAD_DEPTH;
+
+/// Rows before the unreadable one in the reader tests: it lands last on the first page of
+/// a paged read (1,000 rows), so the next page must start after it.
+const BEFORE_BAD: usize = 999;
 
 /// A JSON value nested `depth` levels (`[[…[1]…]]`), built without recursion.
 fn nested(depth: usize) -> Value {
@@ -323,6 +330,140 @@ async fn a_typed_payload_nested_20000_levels_is_an_error_at_emit_not_a_stack_ove
 }
 
 // ---------------------------------------------------------------------------------------
+// Unreadable rows: written behind the crate's back, each store reports them and reads on.
+// ---------------------------------------------------------------------------------------
+
+/// A payload serde_json cannot read back.
+const UNREADABLE_DEPTH: usize = 200;
+
+/// Checks every read of `store`, which holds `BEFORE_BAD` readable events, then the
+/// unreadable row `bad_id` at position `BEFORE_BAD + 1`, then two readable events.
+async fn check_reads_past_the_bad_row(store: impl EventStore + Clone, bad_id: &str) {
+    let bad_position = BEFORE_BAD as u64 + 1;
+    let name = store.name().to_owned();
+    let check_error = |e: &Error| {
+        let Error::UnreadableEvent { store, position, id, .. } = e else { panic!("not an unreadable event: {e:?}") };
+        assert_eq!((store.as_str(), *position, id.as_deref()), (name.as_str(), bad_position, Some(bad_id)));
+        let text = ErrorChain(e).to_string();
+        assert!(text.contains(&format!("`{name}`")), "names the store: {text}");
+        assert!(text.contains(&format!("position {bad_position}")), "names the position: {text}");
+        assert!(text.contains(bad_id), "names the id: {text}");
+        assert!(text.contains("recursion limit exceeded"), "names the cause: {text}");
+    };
+
+    // Oldest first: every row, the bad one as an error in its place.
+    let items = stream_all(&store, EventQuery::all()).await;
+    assert_eq!(items.len(), BEFORE_BAD + 3, "the stream goes on past the unreadable row");
+    for (i, item) in items.iter().enumerate() {
+        let position = i as u64 + 1;
+        match item {
+            Ok(e) => assert_eq!(e.position, position),
+            Err(e) => {
+                assert_eq!(position, bad_position, "only the bad row fails: {e}");
+                check_error(e);
+            }
+        }
+    }
+    assert_eq!(items.iter().filter(|i| i.is_err()).count(), 1);
+
+    // Newest first, and from just before it.
+    let mut newest_first = EventQuery::all();
+    newest_first.order = Order::Descending;
+    let newest = stream_all(&store, newest_first).await;
+    assert_eq!(newest.len(), BEFORE_BAD + 3);
+    assert!(newest[2].is_err() && newest[3].is_ok(), "the stream goes on past it, newest first");
+    let mut from_before = EventQuery::all();
+    from_before.after_position = Some(bad_position - 1);
+    let tail = stream_all(&store, from_before).await;
+    assert_eq!(tail.len(), 3);
+    assert!(tail[0].is_err() && tail[1].is_ok() && tail[2].is_ok());
+
+    // `fetch` collects, so it stops at the first error; `stream` is the way past it.
+    let err = store.fetch(EventQuery::all()).await.expect_err("fetch reports the row");
+    check_error(&err);
+}
+
+/// `n` readable events, appended in one batch.
+async fn append_small(store: &dyn EventStore, range: std::ops::Range<usize>) {
+    let events: Vec<Event> = range.map(small).collect();
+    let refs: Vec<&Envelope<dyn EventData>> = events.iter().map(|e| e as &Envelope<dyn EventData>).collect();
+    store.append_batch(&refs).await.expect("append");
+}
+
+#[tokio::test]
+async fn an_unreadable_row_is_reported_and_the_stream_goes_on_sqlite() {
+    let store = SqliteStore::in_memory().await.expect("sqlite");
+    append_small(&store, 0..BEFORE_BAD).await;
+    let bad_id = uuid::Uuid::now_v7().to_string();
+    sqlx::query(
+        "INSERT INTO event_store (id, event_type, source, data, metadata, timestamp) \
+         VALUES (?, 'depth.test', '/raw', ?, '{}', '2026-01-01T00:00:00.000000Z')",
+    )
+    .bind(&bad_id)
+    .bind(nested_text(UNREADABLE_DEPTH))
+    .execute(store.pool())
+    .await
+    .expect("raw insert");
+    append_small(&store, 1000..1002).await;
+    check_reads_past_the_bad_row(store, &bad_id).await;
+}
+
+#[tokio::test]
+async fn an_unreadable_row_is_reported_and_the_stream_goes_on_postgres() {
+    let schema = Schema::new();
+    let store = postgres(&schema).await;
+    append_small(&store, 0..BEFORE_BAD).await;
+    let bad_id = uuid::Uuid::now_v7().to_string();
+    // PostgreSQL itself takes the deep document as JSONB; serde_json cannot read it back.
+    sqlx::query(&format!(
+        "INSERT INTO \"{}\".event_store (id, event_type, source, data, metadata, timestamp) \
+         VALUES ($1, 'depth.test', '/raw', $2::jsonb, '{{}}'::jsonb, now())",
+        schema.0
+    ))
+    .bind(&bad_id)
+    .bind(nested_text(UNREADABLE_DEPTH))
+    .execute(store.pool())
+    .await
+    .expect("raw insert");
+    append_small(&store, 1000..1002).await;
+    check_reads_past_the_bad_row(store, &bad_id).await;
+}
+
+#[tokio::test]
+async fn an_unreadable_row_is_reported_and_the_stream_goes_on_redis() {
+    let prefix = Prefix::new();
+    let store = redis(&prefix).await;
+    append_small(&store, 0..BEFORE_BAD).await;
+    let bad_id = uuid::Uuid::now_v7().to_string();
+    let position = (BEFORE_BAD + 1).to_string();
+    let mut raw = redis_raw();
+    let data = nested_text(UNREADABLE_DEPTH);
+    let entry = format!("0-{position}");
+    let fields = [
+        "id",
+        bad_id.as_str(),
+        "type",
+        "depth.test",
+        "source",
+        "/raw",
+        "ts",
+        "2026-01-01T00:00:00.000000Z",
+        "data",
+        data.as_str(),
+        "metadata",
+        "{}",
+    ];
+    let events_key = prefix.key("events");
+    let mut xadd = vec!["XADD", events_key.as_str(), entry.as_str()];
+    xadd.extend(fields);
+    assert!(matches!(raw.cmd(&xadd).expect("XADD"), Reply::Bytes(_)), "raw entry written");
+    raw.cmd(&["HSET", &prefix.key("ids"), &bad_id, &position]).expect("HSET");
+    raw.cmd(&["SET", &prefix.key("position"), &position]).expect("SET");
+    append_small(&store, 1000..1002).await;
+    check_reads_past_the_bad_row(store, &bad_id).await;
+}
+
+// ---------------------------------------------------------------------------------------
 // Servers
 // ---------------------------------------------------------------------------------------
 
@@ -340,5 +481,12 @@ async fn redis(prefix: &Prefix) -> RedisStore {
     let url = support::redis::url();
     RedisStore::builder(&url).prefix(&prefix.0).build().await.unwrap_or_else(|e| {
         panic!("Redis at {url} is unreachable ({e}); start it with `{}` or set BAE_REDIS_URL", support::redis::START)
+    })
+}
+
+fn redis_raw() -> Raw {
+    let addr = support::redis::addr();
+    Raw::connect(&addr).unwrap_or_else(|e| {
+        panic!("Redis at {addr} is unreachable ({e}); start it with `{}` or set BAE_REDIS_URL", support::redis::START)
     })
 }

@@ -61,7 +61,7 @@ impl MemoryStore {
             last = Some(position);
             let stored = StoredEvent { position, event: (*inner.events[position as usize - 1]).clone() };
             if query.matches(&stored) {
-                events.push(stored);
+                events.push(Ok(stored));
                 if events.len() >= limit {
                     break;
                 }
