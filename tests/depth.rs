@@ -2,7 +2,7 @@
 //! accept is what serde_json reads back, a deeper payload is refused before anything is
 //! stored, a value nested far too deep for the stack is an error rather than a crash, and a
 //! stored row that cannot be read is reported (with its position and id) without stopping
-//! a stream.
+//! a stream or a replay.
 //!
 //! The PostgreSQL and Redis tests need the servers of `tests/support` (127.0.0.1:5432,
 //! database `test`; 127.0.0.1:6379) and fail when they are unreachable. Each test works in
@@ -380,6 +380,22 @@ async fn check_reads_past_the_bad_row(store: impl EventStore + Clone, bad_id: &s
 
     // `fetch` collects, so it stops at the first error; `stream` is the way past it.
     let err = store.fetch(EventQuery::all()).await.expect_err("fetch reports the row");
+    check_error(&err);
+
+    // A replay reports the row and replays the others; stopping on errors stops there.
+    let (bus, seen) = counting_bus(MemoryStore::new()).await;
+    let engine = ReplayEngine::new(store, bus);
+    let report = engine.replay().execute().await.expect("the replay goes on past the row");
+    assert_eq!(report.events, BEFORE_BAD as u64 + 2);
+    assert_eq!(seen.load(Ordering::SeqCst), BEFORE_BAD + 2, "every readable event was replayed");
+    assert_eq!(report.last_position, Some(bad_position + 2));
+    assert_eq!(report.unreadable, 1);
+    let [skipped] = &report.unreadable_events[..] else { panic!("{:?}", report.unreadable_events) };
+    assert_eq!((skipped.position, skipped.event_id.as_deref()), (bad_position, Some(bad_id)));
+    assert!(skipped.error.contains("recursion limit exceeded"), "{}", skipped.error);
+    let dry = engine.replay().dry_run().execute().await.expect("a dry run goes on past it too");
+    assert_eq!((dry.events, dry.unreadable), (BEFORE_BAD as u64 + 2, 1));
+    let err = engine.replay().stop_on_error(true).execute().await.expect_err("stops at the row");
     check_error(&err);
 }
 

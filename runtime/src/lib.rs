@@ -60,7 +60,7 @@ pub use handler::{
     HandlerFuture, HandlerMode, HandlerOptions, IntoHandlerResult, RetryPolicy, TypedHandlerFn, registered_handlers,
 };
 pub use middleware::{CorrelationMiddleware, EventMiddleware, Flow, TracingMiddleware};
-pub use replay::{ReplayBuilder, ReplayEngine, ReplayFailure, ReplayProgress, ReplayReport};
+pub use replay::{ReplayBuilder, ReplayEngine, ReplayFailure, ReplayProgress, ReplayReport, ReplayUnreadable};
 pub use store::{AppendOutcome, EventQuery, EventStore, MemoryStore, Order, QueryBuilder, StoredEvent};
 
 /// What generated code uses. Not public API: anything here may change in any release.
