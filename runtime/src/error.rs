@@ -47,7 +47,9 @@ pub enum Error {
         reason: String,
     },
 
-    /// A dynamic event does not match the schema registered for its name.
+    /// An event was refused before it was stored: a dynamic event does not match the
+    /// schema registered for its name or has an invalid name, or the event's JSON nests
+    /// deeper than could be read back ([`MAX_PAYLOAD_DEPTH`](crate::MAX_PAYLOAD_DEPTH)).
     #[error("validation failed for event `{event_type}`: {message}")]
     Validation {
         /// Name of the event.
@@ -109,6 +111,27 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// A stored event cannot be read back: its payload, metadata, id or time is malformed
+    /// (written by another tool, or by a version that stored what it could not read).
+    ///
+    /// It concerns that event alone: a store's `stream` yields this error in the event's
+    /// place and goes on with the next events, and a replay reports it and goes on. The
+    /// message names the store, the position and the id; the cause is the
+    /// [`source`](std::error::Error::source).
+    #[error("event store `{store}` holds an unreadable event at position {position} ({})", describe_id(.id))]
+    UnreadableEvent {
+        /// Name of the store.
+        store: String,
+        /// The event's position in the store.
+        position: u64,
+        /// The id stored with it, as text (it may be what cannot be read); `None` when
+        /// there is none.
+        id: Option<String>,
+        /// What cannot be read.
+        #[source]
+        source: BoxError,
+    },
+
     /// A schema rule failed: a version bump too small for the change, a conflicting
     /// registration, an incomplete upcast chain, a snapshot that no longer matches.
     #[error("{0}")]
@@ -126,6 +149,14 @@ pub enum Error {
     Config(String),
 }
 
+/// How [`Error::UnreadableEvent`] names an event's id.
+fn describe_id(id: &Option<String>) -> String {
+    match id {
+        Some(id) => format!("id `{id}`"),
+        None => "no id".to_owned(),
+    }
+}
+
 impl Error {
     /// Creates a [`Error::Store`] from any error of a store implementation.
     pub fn store(store: impl Into<String>, source: impl Into<BoxError>) -> Self {
@@ -135,6 +166,17 @@ impl Error {
     /// Creates a [`Error::Backend`] from any error of a backend implementation.
     pub fn backend(backend: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Self::Backend { backend: backend.into(), source: source.into() }
+    }
+
+    /// Creates an [`Error::UnreadableEvent`]: the event at `position` of `store`, whose
+    /// stored id is `id`, cannot be read because of `source`.
+    pub fn unreadable_event(
+        store: impl Into<String>,
+        position: u64,
+        id: Option<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self::UnreadableEvent { store: store.into(), position, id, source: source.into() }
     }
 
     /// The handler error, when a sync handler vetoed the event.

@@ -15,7 +15,8 @@
 //! delivery                                one event for one async handler, retries
 //! handler (context, options, retry, …) · middleware
 //! cause                                   which event's handler runs on this task
-//! envelope (cloudevents, shared) · schema the envelope, its CloudEvents form · schemas
+//! envelope (cloudevents, shared, depth) · schema
+//!                                         the envelope, its CloudEvents form, nesting limits · schemas
 //! event · event_type · error · clock      TypedEvent · EventType · Error · ids and time
 //! ```
 //!
@@ -52,7 +53,7 @@ pub use bus::{
 pub use cause::{Cause, current_cause};
 pub use clock::new_event_id;
 pub use delivery::{Delivery, DeliveryFailure, ShutdownReport, UnfinishedDelivery};
-pub use envelope::{DEFAULT_SOURCE, Envelope, Event, EventMetadata, SPEC_VERSION, ext};
+pub use envelope::{DEFAULT_SOURCE, Envelope, Event, EventMetadata, MAX_PAYLOAD_DEPTH, SPEC_VERSION, ext};
 pub use error::{BoxError, Error, ErrorChain, EventError, HandlerError, Result};
 pub use event::{EventData, EventInfo, EventRegistration, TypedEvent, registered_events};
 pub use event_type::EventType;
@@ -61,7 +62,7 @@ pub use handler::{
     HandlerFuture, HandlerMode, HandlerOptions, IntoHandlerResult, RetryPolicy, TypedHandlerFn, registered_handlers,
 };
 pub use middleware::{CorrelationMiddleware, EventMiddleware, Flow, TracingMiddleware};
-pub use replay::{ReplayBuilder, ReplayEngine, ReplayFailure, ReplayProgress, ReplayReport};
+pub use replay::{ReplayBuilder, ReplayEngine, ReplayFailure, ReplayProgress, ReplayReport, ReplayUnreadable};
 pub use store::{AppendOutcome, EventQuery, EventStore, MemoryStore, Order, QueryBuilder, StoredEvent};
 
 /// What generated code uses. Not public API: anything here may change in any release.

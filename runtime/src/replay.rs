@@ -104,6 +104,19 @@ pub struct ReplayFailure {
     pub error: String,
 }
 
+/// A stored event a replay could not read, and went past.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayUnreadable {
+    /// Position of the event in the store.
+    pub position: u64,
+    /// The id stored with it, as text (it may be what cannot be read); `None` when it has
+    /// none.
+    pub event_id: Option<String>,
+    /// Why it cannot be read: the error followed by its causes, joined by `: `.
+    pub error: String,
+}
+
 /// What a replay did.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -116,8 +129,13 @@ pub struct ReplayReport {
     pub failures: Vec<ReplayFailure>,
     /// Handler runs that failed, in all.
     pub failed: u64,
-    /// Position of the last event replayed: resume after it with
-    /// [`ReplayBuilder::resume_from`].
+    /// Stored events that could not be read and that the replay went past, the first 100
+    /// with their position, id and error.
+    pub unreadable_events: Vec<ReplayUnreadable>,
+    /// Stored events that could not be read, in all (each is also logged as a warning).
+    pub unreadable: u64,
+    /// Position of the last event the replay went past (replayed, or reported unreadable):
+    /// resume after it with [`ReplayBuilder::resume_from`].
     pub last_position: Option<u64>,
     /// How long it took.
     pub elapsed: Duration,
@@ -125,7 +143,7 @@ pub struct ReplayReport {
     pub dry_run: bool,
 }
 
-/// Failures kept in a report with their error text.
+/// Failures (and unreadable events) kept in a report with their error text.
 const KEPT_FAILURES: usize = 100;
 
 type ProgressFn<'a> = Box<dyn FnMut(&ReplayProgress) + Send + 'a>;
@@ -224,7 +242,8 @@ impl<'a> ReplayBuilder<'a> {
         self
     }
 
-    /// Stop at the first handler failure (default: record it and go on).
+    /// Stop at the first handler failure or unreadable stored event, and return its error
+    /// (default: record it in the report and go on).
     pub fn stop_on_error(mut self, stop: bool) -> Self {
         self.stop_on_error = stop;
         self
@@ -256,7 +275,13 @@ impl<'a> ReplayBuilder<'a> {
         let mut report = ReplayReport { dry_run: self.dry_run, ..ReplayReport::default() };
         let mut stream = self.engine.store.stream(self.query.clone());
         while let Some(stored) = stream.next().await {
-            let stored = stored?;
+            let stored = match stored {
+                Ok(stored) => stored,
+                Err(error) => {
+                    self.skip_unreadable(error, &mut report)?;
+                    continue;
+                }
+            };
             if let Some(rate) = self.rate {
                 let due = started + Duration::from_secs_f64(report.events as f64 / rate);
                 tokio::time::sleep_until(due).await;
@@ -327,10 +352,36 @@ impl<'a> ReplayBuilder<'a> {
             events = report.events,
             handlers_run = report.handlers_run,
             failed = report.failed,
+            unreadable = report.unreadable,
             dry_run = report.dry_run,
             elapsed = ?report.elapsed,
             "replay finished"
         );
         Ok(report)
+    }
+
+    /// Records an unreadable stored event in `report` and lets the replay go past it; any
+    /// other error, or any error under [`stop_on_error`](Self::stop_on_error), is returned
+    /// to end the replay.
+    fn skip_unreadable(&self, error: Error, report: &mut ReplayReport) -> Result<()> {
+        let Error::UnreadableEvent { position, id, .. } = &error else { return Err(error) };
+        if self.stop_on_error {
+            return Err(error);
+        }
+        let text = crate::ErrorChain(&error).to_string();
+        tracing::warn!(
+            target: "better_auth_events",
+            store = self.engine.store.name(),
+            position,
+            event_id = id.as_deref().unwrap_or(""),
+            error = %text,
+            "replay went past a stored event it cannot read"
+        );
+        report.unreadable += 1;
+        if report.unreadable_events.len() < KEPT_FAILURES {
+            report.unreadable_events.push(ReplayUnreadable { position: *position, event_id: id.clone(), error: text });
+        }
+        report.last_position = Some(*position);
+        Ok(())
     }
 }

@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 
 use crate::backend::Room;
 use crate::delivery::{Delivery, DeliveryTarget};
+use crate::envelope::depth::check_event as check_depth;
 use crate::envelope::{DEFAULT_SOURCE, Envelope, Event, SharedEvent};
 use crate::error::{Error, HandlerError, Result};
 use crate::event::EventData;
@@ -135,11 +136,13 @@ impl EventBus {
         Ok(receipt)
     }
 
-    /// What every event gets before the middleware: the bus must be usable, the event
-    /// gets the bus's source if it has none, and a dynamic event's name and payload are
-    /// validated.
+    /// What every event gets before the middleware: its JSON must not nest too deep to be
+    /// read back, the bus must be usable, the event gets the bus's source if it has none,
+    /// and a dynamic event's name and payload are validated.
     #[inline]
     pub(super) fn prepare(&self, env: &mut Envelope<dyn EventData>) -> Result<()> {
+        // First: everything after it (validation, handlers, the store) may recurse over it.
+        check_depth(env)?;
         self.check_usable()?;
         let inner = &*self.inner;
         if let Some(source) = &inner.source

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::depth::{self, MAX_PAYLOAD_DEPTH};
 use super::{Envelope, EventMetadata};
 use crate::error::{Error, Result};
 use crate::event::EventData;
@@ -173,17 +174,47 @@ fn envelope_from_attributes(attrs: &mut BTreeMap<String, Value>) -> std::result:
     Ok(Envelope { id, event_type, source: Cow::Owned(source), subject, timestamp, version, metadata, data: () })
 }
 
+/// The CloudEvents document of `env` as bytes, when it can be read back: its payload nests
+/// at most [`MAX_PAYLOAD_DEPTH`] levels and its extension attributes at most theirs (else
+/// [`Error::Validation`], with the serialization stopped at the first level too deep).
+pub(crate) fn document_bytes<T: ?Sized>(env: &Envelope<T>) -> Result<Vec<u8>>
+where
+    Envelope<T>: Serialize,
+{
+    let event_type = env.event_type.as_str();
+    depth::check_extensions(event_type, &env.metadata)?;
+    let mut out = Vec::with_capacity(256);
+    // The document is one object around the payload: with the extensions in bounds, only
+    // the payload can take it past the readable depth.
+    depth::write_bounded(&mut out, env, depth::READABLE_DEPTH)
+        .map_err(|e| e.into_error(event_type, "the payload", MAX_PAYLOAD_DEPTH))?;
+    Ok(out)
+}
+
 impl<T: Serialize> Envelope<T> {
     /// The CloudEvents 1.0 structured JSON document of this event.
+    ///
+    /// A payload nested deeper than [`MAX_PAYLOAD_DEPTH`] levels (or an extension attribute
+    /// nested too deep to be stored) is an [`Error::Validation`]: no JSON reader could read
+    /// the document back.
     pub fn to_cloudevent(&self) -> Result<Value> {
-        serde_json::to_value(self)
-            .map_err(|source| Error::Serialization { event_type: self.event_type.to_string(), source })
+        let event_type = self.event_type.as_str();
+        depth::check_extensions(event_type, &self.metadata)?;
+        // Measured by a serialization that stops at the limit, before the one that builds
+        // the value and recurses once per level.
+        depth::write_bounded(std::io::sink(), self, depth::READABLE_DEPTH)
+            .map_err(|e| e.into_error(event_type, "the payload", MAX_PAYLOAD_DEPTH))?;
+        serde_json::to_value(self).map_err(|source| Error::Serialization { event_type: event_type.to_owned(), source })
     }
 
     /// The CloudEvents 1.0 structured JSON document, as bytes.
+    ///
+    /// A payload nested deeper than [`MAX_PAYLOAD_DEPTH`] levels (or an extension attribute
+    /// nested too deep to be stored) is an [`Error::Validation`]: no JSON reader could read
+    /// the document back. The serialization stops at the first level too deep, so a value
+    /// nested however deep is an error, not a stack overflow.
     pub fn to_cloudevent_bytes(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(self)
-            .map_err(|source| Error::Serialization { event_type: self.event_type.to_string(), source })
+        document_bytes(self)
     }
 }
 

@@ -1,7 +1,9 @@
 //! The [`Envelope`] every event travels in and the dynamic [`Event`]; their CloudEvents
-//! mapping is in `cloudevents`, the shared form of the async path in `shared`.
+//! mapping is in `cloudevents`, the shared form of the async path in `shared`, and how deep
+//! their JSON may nest in `depth`.
 
 mod cloudevents;
+pub(crate) mod depth;
 mod shared;
 
 use std::borrow::Cow;
@@ -13,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+pub(crate) use self::cloudevents::document_bytes;
 pub use self::cloudevents::{SPEC_VERSION, ext};
+pub use self::depth::MAX_PAYLOAD_DEPTH;
 pub(crate) use self::shared::SharedEvent;
 use crate::clock::id_and_time;
 use crate::error::{Error, Result};

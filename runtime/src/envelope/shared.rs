@@ -2,8 +2,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use super::Envelope;
-use crate::error::{Error, Result};
+use super::{Envelope, document_bytes};
+use crate::error::{Error, ErrorChain, Result};
 use crate::event::EventData;
 
 /// An event as the async path shares it: one allocation per emit, shared by every async
@@ -23,7 +23,14 @@ impl SharedEvent {
     /// The event's CloudEvents structured JSON, serialized on the first call.
     pub(crate) fn cloudevent(&self) -> Result<Arc<[u8]>> {
         self.cloudevent
-            .get_or_init(|| serde_json::to_vec(&self.env).map(Arc::from).map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                document_bytes(&self.env).map(Arc::from).map_err(|e| match e {
+                    // The event is named below: keep only what went wrong.
+                    Error::Serialization { source, .. } => source.to_string(),
+                    Error::Validation { message, .. } => message,
+                    other => ErrorChain(&other).to_string(),
+                })
+            })
             .clone()
             .map_err(|message| {
                 Error::CloudEvent(format!("cannot serialize event `{}`: {message}", self.env.event_type))

@@ -15,6 +15,7 @@ use crate::dlq::{
     AttemptRecord, DeadLetter, DeadLetterCounts, DeadLetterFilter, DeadLetterState, DeliveryKey, DeliveryLog,
     PendingDelivery,
 };
+use crate::envelope::depth::check_stored as check_depth;
 use crate::envelope::{Envelope, Event};
 use crate::error::{Error, Result};
 use crate::event::EventData;
@@ -78,6 +79,39 @@ impl MemoryStore {
         self.inner.write().map_err(|_| Error::store("memory", "the store's lock was poisoned by a panic"))
     }
 
+    /// Appends events and, for each one stored now, a pending delivery per handler.
+    fn insert(
+        &self,
+        events: &[&Envelope<dyn EventData>],
+        handlers: &[&str],
+        lease_until: Option<DateTime<Utc>>,
+    ) -> Result<Vec<AppendOutcome>> {
+        // Convert first so that a payload that cannot be serialized stores nothing, and
+        // refuse what the other stores refuse (converting a deeper payload would recurse
+        // over it).
+        for e in events {
+            check_depth(e)?;
+        }
+        let converted = events.iter().map(|e| e.to_dynamic()).collect::<Result<Vec<_>>>()?;
+        let now = Utc::now();
+        let mut inner = self.write()?;
+        let mut out = Vec::with_capacity(converted.len());
+        for event in converted {
+            if let Some(&position) = inner.by_id.get(&event.id) {
+                out.push(AppendOutcome::Duplicate { position });
+                continue;
+            }
+            let position = inner.events.len() as u64 + 1;
+            inner.by_id.insert(event.id, position);
+            for handler in handlers {
+                inner.deliveries.insert((event.id, (*handler).to_owned()), PendingRow::new(now, lease_until, None));
+            }
+            inner.events.push(Arc::new(event));
+            out.push(AppendOutcome::Stored { position });
+        }
+        Ok(out)
+    }
+
     fn page(&self, query: &EventQuery) -> Result<Page> {
         let inner = self.read()?;
         let limit = query.limit.unwrap_or(u64::MAX) as usize;
@@ -92,7 +126,7 @@ impl MemoryStore {
             last = Some(position);
             let stored = StoredEvent { position, event: (*inner.events[position as usize - 1]).clone() };
             if query.matches(&stored) {
-                events.push(stored);
+                events.push(Ok(stored));
                 if events.len() >= limit {
                     break;
                 }
@@ -110,21 +144,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn append_batch(&self, events: &[&Envelope<dyn EventData>]) -> Result<Vec<AppendOutcome>> {
-        // Convert first so that a payload that cannot be serialized stores nothing.
-        let converted = events.iter().map(|e| e.to_dynamic()).collect::<Result<Vec<_>>>()?;
-        let mut inner = self.write()?;
-        let mut out = Vec::with_capacity(converted.len());
-        for event in converted {
-            if let Some(&position) = inner.by_id.get(&event.id) {
-                out.push(AppendOutcome::Duplicate { position });
-                continue;
-            }
-            let position = inner.events.len() as u64 + 1;
-            inner.by_id.insert(event.id, position);
-            inner.events.push(Arc::new(event));
-            out.push(AppendOutcome::Stored { position });
-        }
-        Ok(out)
+        self.insert(events, &[], None)
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<StoredEvent>> {
@@ -164,24 +184,7 @@ impl DeliveryLog for MemoryStore {
         handlers: &[&str],
         lease_until: Option<DateTime<Utc>>,
     ) -> Result<Vec<AppendOutcome>> {
-        let converted = events.iter().map(|e| e.to_dynamic()).collect::<Result<Vec<_>>>()?;
-        let now = Utc::now();
-        let mut inner = self.write()?;
-        let mut out = Vec::with_capacity(converted.len());
-        for event in converted {
-            if let Some(&position) = inner.by_id.get(&event.id) {
-                out.push(AppendOutcome::Duplicate { position });
-                continue;
-            }
-            let position = inner.events.len() as u64 + 1;
-            inner.by_id.insert(event.id, position);
-            for handler in handlers {
-                inner.deliveries.insert((event.id, (*handler).to_owned()), PendingRow::new(now, lease_until, None));
-            }
-            inner.events.push(Arc::new(event));
-            out.push(AppendOutcome::Stored { position });
-        }
-        Ok(out)
+        self.insert(events, handlers, lease_until)
     }
 
     async fn claim_due(

@@ -18,6 +18,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use uuid::Uuid;
 
 use crate::dlq::DeliveryLog;
+use crate::envelope::depth::{self, MAX_PAYLOAD_DEPTH};
 use crate::envelope::{Envelope, Event, EventMetadata};
 use crate::error::{Error, Result};
 use crate::event::{EventData, TypedEvent};
@@ -131,9 +132,16 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The events matching `query`, streamed page by page: memory stays flat however many
     /// events match.
+    ///
+    /// A stored event that cannot be read back comes out as one [`Error::UnreadableEvent`]
+    /// in its place (it counts toward the query's limit), and the stream goes on with the
+    /// events after it. Any other error ends the stream.
     fn stream(&self, query: EventQuery) -> BoxStream<'_, Result<StoredEvent>>;
 
     /// The events matching `query`, collected. For small results.
+    ///
+    /// Fails with the first error of [`stream`](EventStore::stream), an
+    /// [`Error::UnreadableEvent`] included: read with `stream` to get past an unreadable event.
     async fn fetch(&self, query: EventQuery) -> Result<Vec<StoredEvent>> {
         let mut out = Vec::new();
         let mut s = self.stream(query);
@@ -215,14 +223,17 @@ pub(crate) struct EncodedEvent {
 
 impl EncodedEvent {
     /// Flattens an event; the payload is serialized once, straight to JSON text.
+    ///
+    /// What could not be read back is refused with [`Error::Validation`]: a payload nested
+    /// deeper than [`MAX_PAYLOAD_DEPTH`](crate::MAX_PAYLOAD_DEPTH) levels (its serialization
+    /// stops there) or an extension attribute nested too deep.
     pub(crate) fn encode(event: &Envelope<dyn EventData>) -> Result<Self> {
-        let ser = |source| Error::Serialization { event_type: event.event_type.to_string(), source };
+        let event_type = event.event_type.as_str();
+        let ser = |source| Error::Serialization { event_type: event_type.to_owned(), source };
+        depth::check_extensions(event_type, &event.metadata)?;
         let mut data = Vec::with_capacity(128);
-        {
-            let mut json = serde_json::Serializer::new(&mut data);
-            erased_serde::serialize(event.data.as_serialize(), &mut json)
-                .map_err(|e| ser(serde::ser::Error::custom(e)))?;
-        }
+        depth::write_bounded(&mut data, event.data.as_serialize(), MAX_PAYLOAD_DEPTH)
+            .map_err(|e| e.into_error(event_type, "the payload", MAX_PAYLOAD_DEPTH))?;
         let data = String::from_utf8(data).map_err(|e| Error::store("encode", e))?;
         Ok(Self {
             id: event.id.to_string(),
@@ -263,18 +274,19 @@ pub(crate) struct EncodedRow {
 }
 
 impl EncodedRow {
-    /// The row as a [`StoredEvent`]; `store` names the store in errors.
+    /// The row as a [`StoredEvent`]; `store` names the store in errors. A row that cannot
+    /// be read is an [`Error::UnreadableEvent`] naming its position and id.
     pub(crate) fn decode(self, store: &str) -> Result<StoredEvent> {
-        let bad = |what: &str, e: &dyn std::fmt::Display| {
-            Error::store(store, format!("stored event at position {} has an unreadable {what}: {e}", self.position))
-        };
+        let position = u64::try_from(self.position).map_err(|e| {
+            Error::store(store, format!("stored event `{}` has an invalid position {}: {e}", self.id, self.position))
+        })?;
+        let bad = |what: &str, e: &dyn std::fmt::Display| unreadable(store, position, Some(&self.id), what, e);
         let id = Uuid::parse_str(&self.id).map_err(|e| bad("id", &e))?;
         let data = serde_json::from_str(&self.data).map_err(|e| bad("payload", &e))?;
         let metadata: EventMetadata = match self.metadata.as_deref() {
             None | Some("") | Some("null") => EventMetadata::default(),
             Some(m) => serde_json::from_str(m).map_err(|e| bad("metadata", &e))?,
         };
-        let position = u64::try_from(self.position).map_err(|e| bad("position", &e))?;
         // Built whole: `Event::new` would make (and throw away) a fresh id and time per row.
         let event = Event {
             id,
@@ -290,12 +302,34 @@ impl EncodedRow {
     }
 }
 
+/// The [`Error::UnreadableEvent`] of the stored event at `position` of `store` (stored id
+/// `id`), whose `what` (payload, metadata, id, time…) cannot be read because of `cause`.
+pub(crate) fn unreadable(
+    store: &str,
+    position: u64,
+    id: Option<&str>,
+    what: &str,
+    cause: &dyn std::fmt::Display,
+) -> Error {
+    Error::unreadable_event(store, position, id.map(str::to_owned), format!("unreadable {what}: {cause}"))
+}
+
 /// One page of a paged read.
 pub(crate) struct Page {
-    /// The matching events of the page, in order.
-    pub events: Vec<StoredEvent>,
+    /// The matching rows of the page, in order: each its event, or the error of a row that
+    /// cannot be read ([`Error::UnreadableEvent`]), which the stream yields in its place.
+    pub events: Vec<Result<StoredEvent>>,
     /// Where the next page starts (`after_position`), or `None` when the read is done.
     pub next_after: Option<u64>,
+}
+
+/// The position of a row of a [`Page`], read or not: `None` for an error that names none.
+pub(crate) fn row_position(row: &Result<StoredEvent>) -> Option<u64> {
+    match row {
+        Ok(event) => Some(event.position),
+        Err(Error::UnreadableEvent { position, .. }) => Some(*position),
+        Err(_) => None,
+    }
 }
 
 /// Rows per page of the paged reads of [`paged_stream`].
@@ -304,6 +338,8 @@ pub(crate) const PAGE_SIZE: u64 = 1000;
 /// A stream over `query` made of pages fetched by `fetch_page`, each asked for the
 /// query with its `after_position` moved past the previous page and at most `PAGE_SIZE`
 /// (or the remaining limit) events. Stores share it so that none holds a whole result.
+/// The rows of a page that cannot be read are yielded as errors in their place, and the
+/// stream goes on; an error fetching a page ends it.
 pub(crate) fn paged_stream<'a, F, Fut>(query: EventQuery, fetch_page: F) -> BoxStream<'a, Result<StoredEvent>>
 where
     F: Fn(EventQuery) -> Fut + Send + Sync + 'a,
@@ -331,8 +367,8 @@ where
                 if let Some(r) = &mut st.remaining {
                     *r = r.saturating_sub(page.events.len() as u64);
                 }
-                let items: Vec<Result<StoredEvent>> = page.events.into_iter().map(Ok).collect();
-                Some((stream::iter(items), st))
+                // An unreadable row is an item of its own: the stream goes on after it.
+                Some((stream::iter(page.events), st))
             }
             Err(e) => {
                 st.done = true;

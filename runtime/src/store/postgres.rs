@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{
     AppendOutcome, EncodedEvent, EncodedRow, EventQuery, EventStore, Order, PAGE_SIZE, Page, QueryBuilder, StoredEvent,
-    paged_stream,
+    paged_stream, row_position,
 };
 use crate::dlq::{
     AttemptRecord, DeadLetter, DeadLetterCounts, DeadLetterFilter, DeliveryKey, DeliveryLog, LetterPage,
@@ -165,7 +165,7 @@ struct AppendSql {
 struct ReadAhead {
     /// The query it answers.
     query: EventQuery,
-    task: tokio::task::JoinHandle<Result<Vec<StoredEvent>>>,
+    task: tokio::task::JoinHandle<Result<Vec<Result<StoredEvent>>>>,
 }
 
 impl ReadAhead {
@@ -575,8 +575,8 @@ impl PostgresStore {
     }
 
     /// The events answering `query` (one page), each row decoded as it arrives, while the
-    /// server sends the next ones.
-    async fn fetch_page(&self, query: &EventQuery) -> Result<Vec<StoredEvent>> {
+    /// server sends the next ones; a row that cannot be decoded is its error, in its place.
+    async fn fetch_page(&self, query: &EventQuery) -> Result<Vec<Result<StoredEvent>>> {
         let limit = query.limit.unwrap_or(PAGE_SIZE);
         let mut qb = sqlx::QueryBuilder::<Postgres>::new(&self.inner.select_sql);
         let has_where = push_filters(&mut qb, query);
@@ -605,7 +605,7 @@ impl PostgresStore {
         while let Some(row) =
             rows.try_next().await.map_err(|e| failure(format!("cannot read events from {}", self.inner.table), e))?
         {
-            events.push(self.decode(&row)?);
+            events.push(self.decode(&row));
         }
         Ok(events)
     }
@@ -626,7 +626,7 @@ impl PostgresStore {
         };
         events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         let full = events.len() as u64 >= limit;
-        let next_after = if full { events.last().map(|e| e.position) } else { None };
+        let next_after = if full { events.last().and_then(row_position) } else { None };
         if let Some(after) = next_after
             && limit >= PAGE_SIZE
             && let Ok(runtime) = tokio::runtime::Handle::try_current()

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     AppendOutcome, EncodedEvent, EncodedRow, EventQuery, EventStore, Order, PAGE_SIZE, Page, QueryBuilder, StoredEvent,
-    paged_stream,
+    paged_stream, unreadable,
 };
 use crate::dlq::{
     AttemptRecord, DeadLetter, DeadLetterCounts, DeadLetterFilter, DeadLetterState, DeliveryKey, DeliveryLog,
@@ -717,7 +717,8 @@ impl RedisStore {
         let mut last = None;
         for entry in entries {
             last = Some(entry.position);
-            if let Some(event) = entry.matching(&query, &self.inner.events_key)? {
+            // An entry that cannot be read is its error, in its place.
+            if let Some(event) = entry.matching(&query, &self.inner.events_key).transpose() {
                 events.push(event);
                 if events.len() as u64 >= limit {
                     return Ok(Page { events, next_after: last });
@@ -777,8 +778,12 @@ impl EventStore for RedisStore {
             let full = entries.len() as u64 >= PAGE_SIZE;
             for entry in entries {
                 after = Some(entry.position);
-                if entry.matching(query, &self.inner.events_key)?.is_some() {
-                    n += 1;
+                match entry.matching(query, &self.inner.events_key) {
+                    Ok(found) => n += u64::from(found.is_some()),
+                    // It passed the filters read without decoding it, and `stream` yields it
+                    // (as an error): it is counted, as the SQL stores count such rows.
+                    Err(Error::UnreadableEvent { .. }) => n += 1,
+                    Err(e) => return Err(e),
                 }
             }
             if !full {
@@ -1349,36 +1354,27 @@ impl RawEntry {
         Ok(query.matches(&event).then_some(event))
     }
 
+    /// The entry as a row; an entry that cannot be read is an [`Error::UnreadableEvent`].
     fn into_row(self, key: &str) -> Result<EncodedRow> {
-        let position = self.position;
-        let missing = |field: &str| {
-            Error::store(
-                STORE,
-                format!(
-                    "stream entry 0-{position} of `{key}` has no `{field}` field: the stream holds entries \
-                     RedisStore did not write"
-                ),
+        let RawEntry { position, id, event_type, source, subject, version, ts, data, metadata, .. } = self;
+        let foreign = |field: &str| {
+            format!(
+                "stream entry 0-{position} of `{key}` has no `{field}` field: the stream holds entries \
+                 RedisStore did not write"
             )
         };
-        let ts = self.ts.ok_or_else(|| missing("ts"))?;
+        let Some(id) = id else { return Err(unreadable(STORE, position, None, "id", &foreign("id"))) };
+        let bad = |what: &str, cause: &dyn fmt::Display| unreadable(STORE, position, Some(&id), what, cause);
+        let missing = |field: &str| bad(field, &foreign(field));
+        let ts = ts.ok_or_else(|| missing("ts"))?;
         let timestamp = DateTime::parse_from_rfc3339(&ts)
-            .map_err(|e| {
-                Error::store(STORE, format!("stream entry 0-{position} of `{key}` has an unreadable time `{ts}`: {e}"))
-            })?
+            .map_err(|e| bad("time", &format_args!("stream entry 0-{position} of `{key}` has the time `{ts}`: {e}")))?
             .with_timezone(&Utc);
-        Ok(EncodedRow {
-            position: i64::try_from(position).map_err(|_| {
-                Error::store(STORE, format!("stream entry 0-{position} of `{key}`: position too large"))
-            })?,
-            id: self.id.ok_or_else(|| missing("id"))?,
-            event_type: self.event_type.ok_or_else(|| missing("type"))?,
-            source: self.source.ok_or_else(|| missing("source"))?,
-            subject: self.subject,
-            timestamp,
-            version: self.version,
-            data: self.data.ok_or_else(|| missing("data"))?,
-            metadata: self.metadata,
-        })
+        let event_type = event_type.ok_or_else(|| missing("type"))?;
+        let source = source.ok_or_else(|| missing("source"))?;
+        let data = data.ok_or_else(|| missing("data"))?;
+        let position = i64::try_from(position).map_err(|_| bad("position", &"it is too large"))?;
+        Ok(EncodedRow { position, id, event_type, source, subject, timestamp, version, data, metadata })
     }
 }
 

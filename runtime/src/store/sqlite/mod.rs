@@ -18,7 +18,7 @@ mod outbox;
 use self::outbox::NewDeliveries;
 use super::{
     AppendOutcome, EncodedEvent, EncodedRow, EventQuery, EventStore, Order, PAGE_SIZE, Page, QueryBuilder, StoredEvent,
-    paged_stream,
+    paged_stream, row_position, unreadable,
 };
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
@@ -415,15 +415,16 @@ async fn fetch_page(pool: SqlitePool, query: EventQuery) -> Result<Page> {
         qb.push(" LIMIT ");
         qb.push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
     }
-    // Rows are decoded as they arrive, while SQLite steps to the next ones.
+    // Rows are decoded as they arrive, while SQLite steps to the next ones; a row that cannot
+    // be decoded is its error, in its place.
     let capacity = query.limit.map_or(PAGE_SIZE, |l| l.min(PAGE_SIZE)) as usize;
     let mut events = Vec::with_capacity(capacity);
     let mut rows = qb.build_query_as::<Row>().fetch(&pool);
     while let Some(row) = rows.try_next().await.map_err(|e| Error::store(STORE, format!("cannot read events: {e}")))? {
-        events.push(decode_row(row)?);
+        events.push(decode_row(row));
     }
     let full = query.limit.is_some_and(|l| events.len() as u64 >= l);
-    let next_after = if full { events.last().map(|e: &StoredEvent| e.position) } else { None };
+    let next_after = if full { events.last().and_then(row_position) } else { None };
     Ok(Page { events, next_after })
 }
 
@@ -459,7 +460,7 @@ fn truncated(mut page: Page, limit: Option<u64>) -> Page {
         && page.events.len() as u64 >= limit
     {
         page.events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        page.next_after = page.events.last().map(|e| e.position);
+        page.next_after = page.events.last().and_then(row_position);
     }
     page
 }
@@ -652,9 +653,12 @@ fn parse_stored_time(s: &str) -> Option<DateTime<Utc>> {
 
 fn decode_row(row: Row) -> Result<StoredEvent> {
     let (position, id, event_type, source, subject, timestamp, version, data, metadata) = row;
-    let timestamp = parse_time(&timestamp).ok_or_else(|| {
-        Error::store(STORE, format!("stored event at position {position} has an unreadable timestamp {timestamp:?}"))
-    })?;
+    let Some(timestamp) = parse_time(&timestamp) else {
+        return Err(match u64::try_from(position) {
+            Ok(p) => unreadable(STORE, p, Some(&id), "timestamp", &format_args!("{timestamp:?}")),
+            Err(_) => Error::store(STORE, format!("stored event `{id}` has an invalid position {position}")),
+        });
+    };
     EncodedRow { position, id, event_type, source, subject, timestamp, version, data, metadata }.decode(STORE)
 }
 
