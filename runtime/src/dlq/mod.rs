@@ -28,6 +28,8 @@
 
 mod log;
 mod record;
+#[cfg(any(feature = "_sql", feature = "redis"))]
+mod stored;
 
 use std::sync::Arc;
 
@@ -41,9 +43,9 @@ pub use self::record::{
 };
 // What the durable stores share.
 #[cfg(feature = "redis")]
-pub(crate) use self::record::LETTER_PAGE;
+pub(crate) use self::stored::LETTER_PAGE;
 #[cfg(any(feature = "_sql", feature = "redis"))]
-pub(crate) use self::record::{
+pub(crate) use self::stored::{
     LetterPage, StoredDelivery, StoredLetter, distinct_handlers, encode_attempt, encode_letter, paged_letters,
 };
 use crate::error::{Error, Result};

@@ -198,6 +198,10 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
 
 /// An event flattened into the columns every store keeps: what stores write.
 #[derive(Clone, Debug)]
+#[cfg_attr(
+    not(any(feature = "_sql", feature = "redis")),
+    allow(dead_code, reason = "used by the SQL and Redis stores")
+)]
 pub(crate) struct EncodedEvent {
     /// Event id (UUID text).
     pub id: String,
@@ -221,6 +225,10 @@ pub(crate) struct EncodedEvent {
     pub metadata: String,
 }
 
+#[cfg_attr(
+    not(any(feature = "_sql", feature = "redis")),
+    allow(dead_code, reason = "used by the SQL and Redis stores")
+)]
 impl EncodedEvent {
     /// Flattens an event; the payload is serialized once, straight to JSON text.
     ///
@@ -252,6 +260,10 @@ impl EncodedEvent {
 
 /// A stored row as every store reads it back.
 #[derive(Clone, Debug)]
+#[cfg_attr(
+    not(any(feature = "_sql", feature = "redis")),
+    allow(dead_code, reason = "used by the SQL and Redis stores")
+)]
 pub(crate) struct EncodedRow {
     /// Global position.
     pub position: i64,
@@ -273,6 +285,10 @@ pub(crate) struct EncodedRow {
     pub metadata: Option<String>,
 }
 
+#[cfg_attr(
+    not(any(feature = "_sql", feature = "redis")),
+    allow(dead_code, reason = "used by the SQL and Redis stores")
+)]
 impl EncodedRow {
     /// The row as a [`StoredEvent`]; `store` names the store in errors. A row that cannot
     /// be read is an [`Error::UnreadableEvent`] naming its position and id.
@@ -324,6 +340,7 @@ pub(crate) struct Page {
 }
 
 /// The position of a row of a [`Page`], read or not: `None` for an error that names none.
+#[cfg_attr(not(feature = "_sql"), allow(dead_code, reason = "used by the SQL stores"))]
 pub(crate) fn row_position(row: &Result<StoredEvent>) -> Option<u64> {
     match row {
         Ok(event) => Some(event.position),

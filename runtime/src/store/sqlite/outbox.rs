@@ -6,22 +6,19 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use sqlx::{Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{MAX_BOUND_PARAMETERS, Row, STORE, SqliteStore, decode_row, format_time, parse_time};
 use crate::dlq::{
-    AttemptRecord, DeadLetter, DeadLetterCounts, DeadLetterFilter, DeliveryKey, DeliveryLog, PendingDelivery,
-    StoredLetter, encode_letter,
+    AttemptRecord, DeadLetter, DeadLetterCounts, DeadLetterFilter, DeliveryKey, DeliveryLog, LetterPage,
+    PendingDelivery, StoredDelivery, StoredLetter, distinct_handlers, encode_attempt, encode_letter, paged_letters,
 };
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::event::EventData;
 use crate::store::AppendOutcome;
-
-/// Dead letters read per page of [`DeliveryLog::dead_letters`].
-const LETTER_PAGE: i64 = 500;
 
 /// The deliveries an append writes beside its events: one per handler for each event
 /// stored now.
@@ -139,6 +136,7 @@ impl DeliveryLog for SqliteStore {
         if handlers.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
+        let handlers = distinct_handlers(handlers);
         let now = format_time(&Utc::now());
         let writer = self.write_lock.lock().await;
         let mut tx = self.begin_write().await?;
@@ -177,22 +175,23 @@ impl DeliveryLog for SqliteStore {
                 tracing::error!(target: "better_auth_events", %event_id, %handler, "a pending delivery's event is missing from the store");
                 continue;
             };
-            // An unreadable event stays leased (and comes back when its lease ends) rather
-            // than stopping the deliveries claimed with it.
-            let event = match decode_row(row) {
-                Ok(stored) => stored.event,
-                Err(e) => {
-                    tracing::error!(target: "better_auth_events", %event_id, %handler, "cannot read a pending delivery's event: {}", crate::ErrorChain(&e));
-                    continue;
+            // An unreadable event or delivery stays leased (and comes back when its lease
+            // ends) rather than stopping the deliveries claimed with it.
+            let pending = decode_row(row).and_then(|stored| {
+                StoredDelivery {
+                    handler: handler.clone(),
+                    attempts,
+                    history: &history,
+                    redriven_from: redriven_from.as_deref(),
                 }
-            };
-            out.push(PendingDelivery {
-                event,
-                handler,
-                attempts: u32::try_from(attempts).unwrap_or(0),
-                history: serde_json::from_str(&history).unwrap_or_default(),
-                redriven_from: redriven_from.and_then(|r| Uuid::parse_str(&r).ok()),
+                .decode(stored.event, STORE)
             });
+            match pending {
+                Ok(p) => out.push(p),
+                Err(e) => {
+                    tracing::error!(target: "better_auth_events", %event_id, %handler, "cannot read a pending delivery: {}", crate::ErrorChain(&e));
+                }
+            }
         }
         Ok(out)
     }
@@ -209,7 +208,7 @@ impl DeliveryLog for SqliteStore {
     }
 
     async fn retry_at(&self, key: &DeliveryKey, at: DateTime<Utc>, failure: &AttemptRecord) -> Result<()> {
-        let record = serde_json::to_string(failure).map_err(|e| Error::store(STORE, e))?;
+        let record = encode_attempt(failure, STORE)?;
         let _writer = self.write_lock.lock().await;
         sqlx::query(
             "UPDATE event_deliveries SET attempts = ?, history = json_insert(history, '$[#]', json(?)), \
@@ -291,46 +290,31 @@ impl DeliveryLog for SqliteStore {
     }
 
     fn dead_letters(&self, filter: DeadLetterFilter) -> BoxStream<'_, Result<DeadLetter>> {
-        struct Paging {
-            filter: DeadLetterFilter,
-            after: Option<(String, String)>,
-            remaining: Option<u64>,
-            done: bool,
-        }
-        let start = Paging { remaining: filter.limit, filter, after: None, done: false };
-        stream::unfold(start, move |mut st| async move {
-            if st.done || st.remaining == Some(0) {
-                return None;
-            }
-            let page = st.remaining.map_or(LETTER_PAGE, |r| i64::try_from(r).unwrap_or(i64::MAX).min(LETTER_PAGE));
-            let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
-                "SELECT entry, state, state_at, reason, last_failure_at, id FROM dead_letters",
-            );
-            push_letter_filter(&mut qb, &st.filter);
-            if let Some((at, id)) = &st.after {
-                qb.push(" AND (last_failure_at, id) < (").push_bind(at.clone()).push(", ").push_bind(id.clone());
-                qb.push(")");
-            }
-            qb.push(" ORDER BY last_failure_at DESC, id DESC LIMIT ").push_bind(page);
-            let rows: std::result::Result<Vec<LetterRow>, _> =
-                qb.build_query_as().persistent(false).fetch_all(&self.pool).await;
-            let rows = match rows {
-                Ok(rows) => rows,
-                Err(e) => {
-                    st.done = true;
-                    return Some((stream::iter(vec![Err(db_error("read dead letters")(e))]), st));
+        let filter = std::sync::Arc::new(filter);
+        paged_letters(filter.limit, move |after: Option<(String, String)>, want| {
+            let (pool, filter) = (self.pool.clone(), std::sync::Arc::clone(&filter));
+            async move {
+                let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+                    "SELECT entry, state, state_at, reason, last_failure_at, id FROM dead_letters",
+                );
+                push_letter_filter(&mut qb, &filter);
+                if let Some((at, id)) = after {
+                    qb.push(" AND (last_failure_at, id) < (").push_bind(at).push(", ").push_bind(id).push(")");
                 }
-            };
-            st.done = (rows.len() as i64) < page;
-            if let Some(r) = &mut st.remaining {
-                *r = r.saturating_sub(rows.len() as u64);
+                qb.push(" ORDER BY last_failure_at DESC, id DESC LIMIT ")
+                    .push_bind(i64::try_from(want).unwrap_or(i64::MAX));
+                let rows: Vec<LetterRow> = qb
+                    .build_query_as()
+                    .persistent(false)
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(db_error("read dead letters"))?;
+                let next =
+                    (rows.len() as u64 >= want).then(|| rows.last().map(|r| (r.4.clone(), r.5.clone()))).flatten();
+                let letters = rows.iter().map(decode_letter).collect::<Result<Vec<_>>>()?;
+                Ok(LetterPage { letters, next })
             }
-            st.after = rows.last().map(|r| (r.4.clone(), r.5.clone()));
-            let items: Vec<Result<DeadLetter>> = rows.iter().map(decode_letter).collect();
-            Some((stream::iter(items), st))
         })
-        .flatten()
-        .boxed()
     }
 
     async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetter>> {
