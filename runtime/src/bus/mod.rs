@@ -31,7 +31,7 @@ use crate::handler::{Dependencies, DynHandlerFn, EventHandler, Handler, HandlerO
 use crate::middleware::EventMiddleware;
 use crate::route::{Route, RouteTable};
 use crate::schema::SchemaRegistry;
-use crate::store::EventStore;
+use crate::store::{EventStore, OutboxTransaction};
 
 /// Anything `emit` accepts: a typed event, an `Envelope<T>`, or a dynamic [`crate::Event`].
 pub trait IntoEnvelope: Send + Sized + 'static {
@@ -415,6 +415,61 @@ impl EventBus {
             }
         }
         Ok(receipts)
+    }
+
+    /// Emits an event inside a database transaction of your own: the event and its pending
+    /// async deliveries are written in `tx`, so they commit together with your own writes,
+    /// or not at all. The transactional outbox.
+    ///
+    /// Middleware and sync handlers run as in [`EventBus::emit`], before the write (a sync
+    /// handler's veto returns its error and writes nothing). Async handlers run once `tx`
+    /// has committed: the bus's outbox pump finds their deliveries within its poll interval
+    /// ([`EventBusBuilder::outbox_poll_interval`]). If `tx` rolls back, nothing was emitted.
+    ///
+    /// The bus's store must be the `SqliteStore` or `PostgresStore` whose pool `tx` was begun
+    /// on ([`Error::Config`] otherwise). On PostgreSQL the append takes the store's advisory
+    /// lock until `tx` ends (positions stay in commit order), so other appends wait for
+    /// your commit: keep the transaction short.
+    ///
+    /// ```no_run
+    /// # use better_auth_events_runtime::{Event, EventBus, store::SqliteStore};
+    /// # async fn sign_up(bus: &EventBus, store: &SqliteStore) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = store.pool().begin().await?;
+    /// sqlx::query("INSERT INTO users (id, email) VALUES (?, ?)").bind("u1").bind("ann@example.com").execute(&mut *tx).await?;
+    /// bus.emit_in(&mut tx, Event::new("user.created").with_data(serde_json::json!({ "user_id": "u1" }))).await?;
+    /// tx.commit().await?; // the user row, the event and its deliveries, or none of them
+    /// # Ok(()) }
+    /// ```
+    pub async fn emit_in<Tx: OutboxTransaction, E: IntoEnvelope>(&self, tx: &mut Tx, event: E) -> Result<EmitReceipt> {
+        let store = self.inner.store.as_deref().ok_or_else(|| {
+            Error::Config("`emit_in` needs a bus with a SQL store: add `.store(..)` to the builder".into())
+        })?;
+        let mut env = event.into_envelope();
+        self.prepare(&mut env)?;
+        if !self.inner.middleware.is_empty()
+            && let Some(dropped) = self.run_middleware(&mut env).await?
+        {
+            return Ok(dropped);
+        }
+        let route = self.inner.routes.load().route::<E::Data>(&env.event_type).cloned();
+        let handlers_run = match &route {
+            Some(route) => self.run_inline(&env, route, Phase::Emit).await?,
+            None => 0,
+        };
+        let names: Vec<&str> = route.iter().flat_map(|r| r.asynchronous.iter().map(|t| t.handler.name())).collect();
+        let events: [&Envelope<dyn EventData>; 1] = [&env];
+        let outcome = tx
+            .append_in(store, &events, &names)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::store(store.name(), "an append returned no outcome for its event"))?;
+        let mut receipt =
+            EmitReceipt { position: Some(outcome.position()), ..EmitReceipt::emitted(&env, handlers_run) };
+        if !outcome.is_duplicate() {
+            receipt.async_deliveries = names.len();
+        }
+        self.start_outbox();
+        Ok(receipt)
     }
 
     /// Stops the bus: later emits fail with [`Error::Closed`]; async deliveries in flight

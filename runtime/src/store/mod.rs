@@ -31,6 +31,7 @@ mod query;
 mod redis;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod transaction;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
@@ -43,6 +44,12 @@ pub use redis::{RedisStore, RedisStoreBuilder};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteStore, SqliteStoreBuilder};
+/// The `sqlx` crate the SQL stores are built on: begin a transaction on a store's pool for
+/// [`crate::EventBus::emit_in`] with the same version of it.
+#[cfg(feature = "_sql")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use sqlx;
+pub use transaction::OutboxTransaction;
 
 /// What an append did with one event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +116,12 @@ pub trait EventStore: Send + Sync + 'static {
         None
     }
 
+    /// The store as `Any`, for code that needs its concrete type (the SQL stores give
+    /// themselves, so that `EventBus::emit_in` can write in a caller's transaction).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
     /// Appends one event.
     async fn append(&self, event: &Envelope<dyn EventData>) -> Result<AppendOutcome> {
         let mut out = self.append_batch(&[event]).await?;
@@ -169,6 +182,10 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
 
     fn delivery_log(&self) -> Option<&dyn DeliveryLog> {
         (**self).delivery_log()
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        (**self).as_any()
     }
 
     async fn append(&self, event: &Envelope<dyn EventData>) -> Result<AppendOutcome> {

@@ -828,7 +828,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn append_batch(&self, events: &[&Envelope<dyn EventData>]) -> Result<Vec<AppendOutcome>> {
-        self.append_rows(events, None).await
+        self.append_rows(Via::Pool(&self.pool), events, None).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<StoredEvent>> {
@@ -860,6 +860,10 @@ impl EventStore for PostgresStore {
         })
     }
 
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     fn delivery_log(&self) -> Option<&dyn DeliveryLog> {
         Some(self)
     }
@@ -870,6 +874,7 @@ impl PostgresStore {
     /// the path of [`EventStore::append_batch`] and [`DeliveryLog::append_with_deliveries`].
     async fn append_rows(
         &self,
+        mut via: Via<'_>,
         events: &[&Envelope<dyn EventData>],
         deliveries: Option<&NewDeliveries>,
     ) -> Result<Vec<AppendOutcome>> {
@@ -891,12 +896,16 @@ impl PostgresStore {
         // (which probes the primary key and writes a confirmation record per row). If an id
         // turns out to be stored already, the statement fails whole (nothing is stored)
         // and the batch goes through the statement that skips duplicates.
-        let distinct = n == 1 || distinct_ids(events);
+        // Inside a caller's transaction a failed statement would abort that transaction:
+        // only the statement that skips duplicates runs there.
+        let distinct = matches!(via, Via::Pool(_)) && (n == 1 || distinct_ids(events));
         if distinct {
-            let inserted =
-                bind_deliveries(bind_columns(sqlx::query(&sql.insert), &cols).bind(self.inner.lock_key), deliveries)
-                    .fetch_all(&self.pool)
-                    .await;
+            let inserted = via
+                .fetch_all(bind_deliveries(
+                    bind_columns(sqlx::query(&sql.insert), &cols).bind(self.inner.lock_key),
+                    deliveries,
+                ))
+                .await;
             match inserted {
                 Ok(rows) => {
                     let out = all_stored(&cols.id, &rows)
@@ -916,8 +925,8 @@ impl PostgresStore {
         // is drawn, until the commit), the insert of the whole batch, and the positions of
         // the ids already stored (looked up only when some row was skipped).
         let rows = bind_columns(sqlx::query(&sql.append), &cols).bind(self.inner.lock_key);
-        let rows = bind_deliveries(rows.bind(i64::try_from(n).unwrap_or(i64::MAX)), deliveries)
-            .fetch_all(&self.pool)
+        let rows = via
+            .fetch_all(bind_deliveries(rows.bind(i64::try_from(n).unwrap_or(i64::MAX)), deliveries))
             .await
             .map_err(|e| fail("the insert failed, nothing was stored", e))?;
 
@@ -936,9 +945,8 @@ impl PostgresStore {
         // rare, and the batch is committed, so read those positions now.
         let missing: Vec<&str> = cols.id.iter().map(String::as_str).filter(|id| !known.contains_key(*id)).collect();
         if !missing.is_empty() {
-            let found = sqlx::query(&self.inner.existing_sql)
-                .bind(&missing)
-                .fetch_all(&self.pool)
+            let found = via
+                .fetch_all(sqlx::query(&self.inner.existing_sql).bind(&missing))
                 .await
                 .map_err(|e| fail("the events were stored, reading the positions of the duplicates failed", e))?;
             for row in &found {
@@ -978,6 +986,44 @@ impl PostgresStore {
     }
 }
 
+/// Where an append runs: on the store's pool (a transaction of its own), or on a
+/// connection in the caller's transaction.
+enum Via<'a> {
+    Pool(&'a PgPool),
+    Conn(&'a mut PgConnection),
+}
+
+impl Via<'_> {
+    async fn fetch_all<'q>(
+        &mut self,
+        query: Query<'q, Postgres, PgArguments>,
+    ) -> std::result::Result<Vec<PgRow>, sqlx::Error> {
+        match self {
+            Via::Pool(pool) => query.fetch_all(*pool).await,
+            Via::Conn(conn) => query.fetch_all(&mut **conn).await,
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Appends events and one pending delivery per handler for each event stored now, on
+    /// `conn`, inside the caller's open transaction: they commit or roll back with it.
+    ///
+    /// Positions stay in commit order: the append takes the store's advisory lock, held
+    /// until the caller's transaction ends, so other appends to this store wait for it.
+    /// Keep such transactions short.
+    pub(crate) async fn append_in(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&Envelope<dyn EventData>],
+        handlers: &[&str],
+    ) -> Result<Vec<AppendOutcome>> {
+        let handlers: Vec<String> = distinct_handlers(handlers).into_iter().map(str::to_owned).collect();
+        let deliveries = NewDeliveries { handlers, now: Utc::now(), lease: None };
+        self.append_rows(Via::Conn(conn), events, Some(&deliveries)).await
+    }
+}
+
 /// The outbox and the dead-letter queue, in the tables `event_deliveries` and `dead_letters`
 /// of the store's schema. Every operation is one SQL statement (one transaction).
 #[async_trait]
@@ -990,11 +1036,11 @@ impl DeliveryLog for PostgresStore {
     ) -> Result<Vec<AppendOutcome>> {
         let handlers = distinct_handlers(handlers);
         if handlers.is_empty() {
-            return self.append_rows(events, None).await;
+            return self.append_rows(Via::Pool(&self.pool), events, None).await;
         }
         let handlers = handlers.into_iter().map(str::to_owned).collect();
         let deliveries = NewDeliveries { handlers, now: Utc::now(), lease: lease_until };
-        self.append_rows(events, Some(&deliveries)).await
+        self.append_rows(Via::Pool(&self.pool), events, Some(&deliveries)).await
     }
 
     async fn claim_due(

@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use futures::stream::BoxStream;
 use rustc_hash::FxHashMap;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Sqlite, SqliteConnection, Transaction};
 use uuid::Uuid;
 
 mod outbox;
@@ -332,6 +332,10 @@ impl EventStore for SqliteStore {
         Some(self)
     }
 
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     async fn append_batch(&self, events: &[&Envelope<dyn EventData>]) -> Result<Vec<AppendOutcome>> {
         self.append_inner(events, None).await
     }
@@ -475,14 +479,9 @@ impl Batch<'_> {
     /// Inserts the events `rows` (indexes into the batch), a multi-row `INSERT` per
     /// [`ROWS_PER_INSERT`] of them, and records in `positions` where each one went. Returns
     /// `false`, having stopped, as soon as a statement skipped an event whose id was stored.
-    async fn insert(
-        &self,
-        tx: &mut Transaction<'static, Sqlite>,
-        rows: &[usize],
-        positions: &mut [Option<i64>],
-    ) -> Result<bool> {
+    async fn insert(&self, conn: &mut SqliteConnection, rows: &[usize], positions: &mut [Option<i64>]) -> Result<bool> {
         for chunk in rows.chunks(ROWS_PER_INSERT) {
-            if !self.insert_chunk(tx, chunk, positions).await? {
+            if !self.insert_chunk(conn, chunk, positions).await? {
                 return Ok(false);
             }
         }
@@ -491,7 +490,7 @@ impl Batch<'_> {
 
     async fn insert_chunk(
         &self,
-        tx: &mut Transaction<'static, Sqlite>,
+        conn: &mut SqliteConnection,
         chunk: &[usize],
         positions: &mut [Option<i64>],
     ) -> Result<bool> {
@@ -527,7 +526,7 @@ impl Batch<'_> {
         );
         let (changed, last, first_id): (i64, i64, Option<String>) = qb
             .build_query_as()
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *conn)
             .await
             .map_err(|e| Error::store(STORE, format!("cannot insert events: {e}")))?;
         let len = chunk.len() as i64;
@@ -542,7 +541,7 @@ impl Batch<'_> {
         } else {
             tracing::debug!("positions of an insert are not contiguous; looking them up one by one");
             let ids: Vec<&str> = chunk.iter().map(|&i| encoded[i].id.as_str()).collect();
-            let found: FxHashMap<String, i64> = lookup_positions(tx, &ids).await?.into_iter().collect();
+            let found: FxHashMap<String, i64> = lookup_positions(conn, &ids).await?.into_iter().collect();
             for &i in chunk {
                 positions[i] = found.get(&encoded[i].id).copied();
             }
@@ -552,7 +551,7 @@ impl Batch<'_> {
 }
 
 /// The positions of those of `ids` that are stored (at most [`MAX_BOUND_PARAMETERS`] ids).
-async fn lookup_positions(tx: &mut Transaction<'static, Sqlite>, ids: &[&str]) -> Result<Vec<(String, i64)>> {
+async fn lookup_positions(conn: &mut SqliteConnection, ids: &[&str]) -> Result<Vec<(String, i64)>> {
     let mut qb = sqlx::QueryBuilder::<Sqlite>::new("SELECT id, position FROM event_store WHERE id IN (");
     let mut list = qb.separated(", ");
     for id in ids {
@@ -561,7 +560,7 @@ async fn lookup_positions(tx: &mut Transaction<'static, Sqlite>, ids: &[&str]) -
     qb.push(")");
     qb.build_query_as()
         .persistent(false)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *conn)
         .await
         .map_err(|e| Error::store(STORE, format!("cannot look up already stored events: {e}")))
 }

@@ -7,10 +7,13 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Sqlite, SqliteConnection};
 use uuid::Uuid;
 
-use super::{MAX_BOUND_PARAMETERS, Row, STORE, SqliteStore, decode_row, format_time, parse_time};
+use super::{
+    Batch, EncodedEvent, MAX_BOUND_PARAMETERS, Row, STORE, SqliteStore, decode_row, format_time, lookup_positions,
+    parse_time,
+};
 use crate::dlq::{
     AttemptRecord, DeadLetter, DeadLetterCounts, DeadLetterFilter, DeliveryKey, DeliveryLog, LetterPage,
     PendingDelivery, StoredDelivery, StoredLetter, distinct_handlers, encode_attempt, encode_letter, paged_letters,
@@ -19,6 +22,7 @@ use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::event::EventData;
 use crate::store::AppendOutcome;
+use rustc_hash::FxHashMap;
 
 /// The deliveries an append writes beside its events: one per handler for each event
 /// stored now.
@@ -30,7 +34,7 @@ pub(super) struct NewDeliveries<'a> {
 
 impl NewDeliveries<'_> {
     /// Inserts the pending deliveries of the events `event_ids`, in the append's transaction.
-    pub(super) async fn insert(self, tx: &mut Transaction<'static, Sqlite>, event_ids: &[&str]) -> Result<()> {
+    pub(super) async fn insert(self, conn: &mut SqliteConnection, event_ids: &[&str]) -> Result<()> {
         if self.handlers.is_empty() || event_ids.is_empty() {
             return Ok(());
         }
@@ -48,7 +52,7 @@ impl NewDeliveries<'_> {
             qb.push(" ON CONFLICT (event_id, handler) DO NOTHING");
             qb.build()
                 .persistent(false)
-                .execute(&mut **tx)
+                .execute(&mut *conn)
                 .await
                 .map_err(|e| Error::store(STORE, format!("cannot record the deliveries of appended events: {e}")))?;
         }
@@ -114,6 +118,55 @@ fn decode_letter(row: &LetterRow) -> Result<DeadLetter> {
 
 fn db_error(what: &str) -> impl Fn(sqlx::Error) -> Error + '_ {
     move |e| Error::store(STORE, format!("cannot {what}: {e}"))
+}
+
+impl SqliteStore {
+    /// Appends events and one pending delivery per handler for each event stored now, on
+    /// `conn`, inside the caller's open transaction: they commit or roll back with it. The
+    /// deliveries are due at once and unleased: the pump of a bus on this store runs them
+    /// once the transaction has committed.
+    pub(crate) async fn append_in(
+        &self,
+        conn: &mut SqliteConnection,
+        events: &[&Envelope<dyn EventData>],
+        handlers: &[&str],
+    ) -> Result<Vec<AppendOutcome>> {
+        let encoded = events.iter().map(|e| EncodedEvent::encode(e)).collect::<Result<Vec<_>>>()?;
+        let times: Vec<String> = encoded.iter().map(|e| format_time(&e.timestamp)).collect();
+        // Ids stored already (a caller's transaction cannot start over as `append` does).
+        let mut known: FxHashMap<String, i64> = FxHashMap::default();
+        for chunk in encoded.chunks(MAX_BOUND_PARAMETERS) {
+            let ids: Vec<&str> = chunk.iter().map(|e| e.id.as_str()).collect();
+            known.extend(lookup_positions(conn, &ids).await?);
+        }
+        let mut new = Vec::new();
+        let mut seen: FxHashMap<&str, usize> = FxHashMap::default();
+        for (i, e) in encoded.iter().enumerate() {
+            if !known.contains_key(&e.id) && !seen.contains_key(e.id.as_str()) {
+                seen.insert(e.id.as_str(), i);
+                new.push(i);
+            }
+        }
+        let mut positions: Vec<Option<i64>> = vec![None; encoded.len()];
+        let batch = Batch { encoded: &encoded, times: &times };
+        if !batch.insert(conn, &new, &mut positions).await? {
+            return Err(Error::store(STORE, "an event was stored by another writer during this transaction"));
+        }
+        let stored: Vec<&str> = new.iter().map(|&i| encoded[i].id.as_str()).collect();
+        NewDeliveries { handlers, lease_until: None }.insert(conn, &stored).await?;
+        let mut out = Vec::with_capacity(encoded.len());
+        for (i, e) in encoded.iter().enumerate() {
+            let first = seen.get(e.id.as_str()).copied();
+            let outcome = match (first, known.get(&e.id)) {
+                (Some(f), _) if f == i => positions[i].map(|p| AppendOutcome::Stored { position: p as u64 }),
+                (Some(f), _) => positions[f].map(|p| AppendOutcome::Duplicate { position: p as u64 }),
+                (None, Some(&p)) => Some(AppendOutcome::Duplicate { position: p as u64 }),
+                (None, None) => None,
+            };
+            out.push(outcome.ok_or_else(|| Error::store(STORE, format!("event {} has no position", e.id)))?);
+        }
+        Ok(out)
+    }
 }
 
 #[async_trait]
