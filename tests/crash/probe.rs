@@ -2,8 +2,8 @@
 //! and starts again on the same store.
 //!
 //! ```text
-//! bae-crash-probe sqlite PATH emit|drain
-//! bae-crash-probe postgres URL SCHEMA emit|drain
+//! bae-crash-probe sqlite PATH emit|emit-tight|drain
+//! bae-crash-probe postgres URL SCHEMA emit|emit-tight|drain
 //! ```
 //!
 //! Both modes build one bus on the store, with two async handlers of `test.crash.emitted`,
@@ -15,7 +15,10 @@
 //! - `emit` prints `ready`, then emits events one after another, with a short random
 //!   pause now and then, and prints each event's id on its own line once `emit` returned
 //!   it: that line is the acknowledgement. It runs until it is killed, or for at most a
-//!   minute, then shuts down and exits 0.
+//!   minute, then shuts down and exits 0. Its bus has the default worker pool (10 workers,
+//!   a queue of 1000): the emit leases the deliveries and runs them at once.
+//! - `emit-tight` is `emit` on a pool of 2 workers and a queue of 4: most emits find no
+//!   room, so their deliveries wait in the store, unleased, for the pump.
 //! - `drain` emits nothing: it waits until no delivery is pending, shuts down and exits 0
 //!   (1 when deliveries are still pending after a minute).
 //!
@@ -121,6 +124,7 @@ async fn mail(_: &Emitted, ctx: &HandlerContext, side: Dep<SideEffects>) -> Resu
 
 enum Mode {
     Emit,
+    EmitTight,
     Drain,
 }
 
@@ -142,7 +146,8 @@ impl From<sqlx::Error> for Failure {
     }
 }
 
-const USAGE: &str = "usage: bae-crash-probe sqlite PATH emit|drain | bae-crash-probe postgres URL SCHEMA emit|drain";
+const USAGE: &str = "usage: bae-crash-probe sqlite PATH MODE | bae-crash-probe postgres URL SCHEMA MODE, \
+                     MODE one of emit, emit-tight, drain";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -184,12 +189,17 @@ async fn run(args: Vec<String>) -> Result<(), Failure> {
     };
     let mode = match mode {
         "emit" => Mode::Emit,
+        "emit-tight" => Mode::EmitTight,
         "drain" => Mode::Drain,
         other => return Err(Failure::Usage(format!("unknown mode `{other}`"))),
     };
     let side = SideEffects { db, run: fastrand::i64(..) };
     side.create().await?;
-    let bus = EventBus::builder()
+    let mut bus = EventBus::builder();
+    if let Mode::EmitTight = mode {
+        bus = bus.workers(2).queue_size(4);
+    }
+    let bus = bus
         .store_arc(Arc::clone(&store) as Arc<dyn EventStore>)
         .delivery_lease(LEASE)
         .outbox_poll_interval(POLL)
@@ -198,7 +208,7 @@ async fn run(args: Vec<String>) -> Result<(), Failure> {
         .try_build()
         .await?;
     match mode {
-        Mode::Emit => emit(&bus).await?,
+        Mode::Emit | Mode::EmitTight => emit(&bus).await?,
         Mode::Drain => drain(&*store).await?,
     }
     let report = bus.shutdown(Duration::from_secs(5)).await?;
