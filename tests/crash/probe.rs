@@ -6,7 +6,7 @@
 //! bae-crash-probe postgres URL SCHEMA emit|emit-tight|drain
 //! ```
 //!
-//! Both modes build one bus on the store, with two async handlers of `test.crash.emitted`,
+//! Every mode builds one bus on the store, with two async handlers of `test.crash.emitted`,
 //! `audit` and `mail`, whose side effect is a row `(event_id, handler, run, attempt)` in the table
 //! `side_effects` of the same database, with the random id of the run that wrote it. The
 //! table has no unique key: a delivery that runs twice leaves two rows, which the test
