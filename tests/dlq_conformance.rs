@@ -252,6 +252,21 @@ async fn deliveries_leased_at_append_wait_for_their_lease(log: Arc<dyn DeliveryL
     assert_eq!(log.claim_due(&["mail"], 10, now() + chrono::Duration::seconds(60)).await.expect("claim").len(), 1);
 }
 
+async fn one_claim_takes_every_handler_of_an_event(log: Arc<dyn DeliveryLog>) {
+    let events: Vec<Event> = (0..3).map(|i| event("user.created", i)).collect();
+    append(&*log, &events, &["audit", "mail"]).await;
+    let claimed = log.claim_due(&["audit", "mail"], 10, now() + chrono::Duration::seconds(60)).await.expect("claim");
+    let got: HashSet<(uuid::Uuid, String)> = claimed.iter().map(|d| (d.event.id, d.handler.clone())).collect();
+    let want: HashSet<(uuid::Uuid, String)> =
+        events.iter().flat_map(|e| ["audit", "mail"].map(|h| (e.id, h.to_owned()))).collect();
+    assert_eq!(got, want, "both deliveries of each event, each with its event");
+    assert_eq!(claimed.len(), 6);
+    for d in &claimed {
+        let event = events.iter().find(|e| e.id == d.event.id).expect("a claimed event");
+        assert_eq!(d.event.data, event.data);
+    }
+}
+
 async fn concurrent_claimers_never_share_a_delivery(log: Arc<dyn DeliveryLog>) {
     let events: Vec<Event> = (0..200).map(|i| event("user.created", i)).collect();
     append(&*log, &events, &["mail"]).await;
@@ -315,6 +330,12 @@ macro_rules! dlq_suite {
         async fn deliveries_leased_at_append_wait_for_their_lease() {
             let f = fresh().await;
             super::deliveries_leased_at_append_wait_for_their_lease(f.log.clone()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn one_claim_takes_every_handler_of_an_event() {
+            let f = fresh().await;
+            super::one_claim_takes_every_handler_of_an_event(f.log.clone()).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

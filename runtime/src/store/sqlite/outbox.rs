@@ -224,7 +224,9 @@ impl DeliveryLog for SqliteStore {
         drop(writer);
         let mut out = Vec::with_capacity(claimed.len());
         for (event_id, handler, attempts, history, redriven_from) in claimed {
-            let Some(row) = events.remove(&event_id) else {
+            // Each delivery reads its own copy: one claim may take several handlers' deliveries
+            // of the same event.
+            let Some(row) = events.get(&event_id).cloned() else {
                 tracing::error!(target: "better_auth_events", %event_id, %handler, "a pending delivery's event is missing from the store");
                 continue;
             };
