@@ -1,6 +1,7 @@
 //! Delivery guarantees of async handlers: retries on timers, the dead-letter queue reached
 //! through the bus, the outbox that survives a shutdown, room reserved before an event is
 //! stored, and several buses sharing one store's pending deliveries.
+#![cfg(all(feature = "sqlite", feature = "postgres"))]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,5 +1,6 @@
 //! The outbox in the caller's own transaction (`EventBus::emit_in`): a sign-up writes the
 //! user row and `UserCreated` with its deliveries together, or neither.
+#![cfg(all(feature = "sqlite", feature = "postgres"))]
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

@@ -14,6 +14,11 @@ use crate::store::EventStore;
 /// Most completions written in one statement.
 const COMPLETION_BATCH: usize = 512;
 
+/// How long the completion writer waits for more completions to write with the first. A
+/// completion not yet written when the process dies means its delivery runs again, which
+/// at-least-once delivery allows; a shorter wait means more commits.
+const COMPLETION_LINGER: Duration = Duration::from_millis(10);
+
 /// How long a process holds a delivery it runs unless the builder says otherwise.
 pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 
@@ -78,14 +83,20 @@ impl Outbox {
             let mut batch = Vec::with_capacity(COMPLETION_BATCH);
             let mut flushes = Vec::new();
             while let Some(first) = receiver.recv().await {
+                // Completions that come within `COMPLETION_LINGER` of the first share its
+                // write (one commit, one fsync on SQLite); a flush writes at once.
+                let linger = tokio::time::Instant::now() + COMPLETION_LINGER;
                 let mut next = Some(first);
                 while let Some(c) = next.take() {
                     match c {
                         Completion::Done(key) => batch.push(key),
                         Completion::Flush(done) => flushes.push(done),
                     }
-                    if batch.len() < COMPLETION_BATCH {
-                        next = receiver.try_recv().ok();
+                    if batch.len() < COMPLETION_BATCH && flushes.is_empty() {
+                        next = match tokio::time::timeout_at(linger, receiver.recv()).await {
+                            Ok(c) => c,
+                            Err(_) => receiver.try_recv().ok(),
+                        };
                     }
                 }
                 if !batch.is_empty() {

@@ -110,6 +110,19 @@ pub trait DeliveryLog: EventStore {
     /// redrives at once, one wins.
     async fn redrive(&self, id: Uuid) -> Result<Option<DeadLetter>>;
 
+    /// Redrives several dead entries (in as few transactions as the store can), each as
+    /// [`DeliveryLog::redrive`] would; returns the entries this call redrove (those not
+    /// dead are left out). The default redrives them one by one.
+    async fn redrive_many(&self, ids: &[Uuid]) -> Result<Vec<DeadLetter>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(letter) = self.redrive(*id).await? {
+                out.push(letter);
+            }
+        }
+        Ok(out)
+    }
+
     /// Marks a dead entry discarded with `reason`, kept as an audit record. `false` when
     /// the entry is not dead.
     async fn discard(&self, id: Uuid, reason: &str) -> Result<bool>;
@@ -173,6 +186,10 @@ impl<S: DeliveryLog + ?Sized> DeliveryLog for std::sync::Arc<S> {
 
     async fn redrive(&self, id: Uuid) -> Result<Option<DeadLetter>> {
         (**self).redrive(id).await
+    }
+
+    async fn redrive_many(&self, ids: &[Uuid]) -> Result<Vec<DeadLetter>> {
+        (**self).redrive_many(ids).await
     }
 
     async fn discard(&self, id: Uuid, reason: &str) -> Result<bool> {

@@ -50,6 +50,10 @@ pub(crate) use self::stored::{
 };
 use crate::error::{Error, Result};
 
+/// Dead letters redriven per store call by [`DLQHandler::redrive_where`] (one transaction
+/// on the SQL stores).
+pub const REDRIVE_CHUNK: usize = 500;
+
 /// What a redrive or discard of many entries did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -132,15 +136,15 @@ impl DLQHandler {
         }
     }
 
-    /// Redrives every dead entry matching `filter`.
+    /// Redrives every dead entry matching `filter`, [`REDRIVE_CHUNK`] entries per store
+    /// call.
     pub async fn redrive_where(&self, filter: DeadLetterFilter) -> Result<BulkOutcome> {
         let ids = self.ids(filter).await?;
         let mut outcome = BulkOutcome::default();
-        for id in ids {
-            match self.log.redrive(id).await? {
-                Some(_) => outcome.done += 1,
-                None => outcome.skipped += 1,
-            }
+        for chunk in ids.chunks(REDRIVE_CHUNK) {
+            let done = self.log.redrive_many(chunk).await?.len() as u64;
+            outcome.done += done;
+            outcome.skipped += chunk.len() as u64 - done;
         }
         if outcome.done > 0 {
             tracing::info!(target: "better_auth_events", redriven = outcome.done, skipped = outcome.skipped, "dead letters redriven");

@@ -469,10 +469,11 @@ impl OutboxSql {
             // redriven and changes nothing), and its delivery is pending again, a fresh one.
             redrive: format!(
                 "WITH r AS (UPDATE {l} SET state = 'redriven', state_at = $2 \
-                 WHERE id = $1 AND state = 'dead' RETURNING id, event_id, handler, entry), \
+                 WHERE id = ANY($1::text[]) AND state = 'dead' RETURNING id, event_id, handler, entry), \
                  back AS (INSERT INTO {d} (event_id, handler, status, attempts, history, redriven_from, \
                  next_attempt_at, locked_until) \
-                 SELECT event_id, handler, 'pending', 0, '[]'::jsonb, id, $2, NULL FROM r \
+                 SELECT DISTINCT ON (event_id, handler) event_id, handler, 'pending', 0, '[]'::jsonb, id, $2, NULL \
+                 FROM r ORDER BY event_id, handler, id DESC \
                  ON CONFLICT (event_id, handler) DO UPDATE SET status = 'pending', attempts = 0, \
                  history = '[]'::jsonb, redriven_from = EXCLUDED.redriven_from, \
                  next_attempt_at = EXCLUDED.next_attempt_at, locked_until = NULL, first_failure_at = NULL, \
@@ -1204,17 +1205,24 @@ impl DeliveryLog for PostgresStore {
     }
 
     async fn redrive(&self, id: Uuid) -> Result<Option<DeadLetter>> {
+        Ok(self.redrive_many(&[id]).await?.pop())
+    }
+
+    async fn redrive_many(&self, ids: &[Uuid]) -> Result<Vec<DeadLetter>> {
         let sql = &self.inner.outbox;
         // Microseconds, as the column keeps it: the entry returned is the one read later.
         let now = Utc::now().trunc_subsecs(6);
-        let entry: Option<String> = sqlx::query_scalar(&sql.redrive)
-            .bind(id.to_string())
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        let entries: Vec<String> = sqlx::query_scalar(&sql.redrive)
+            .bind(&ids)
             .bind(now)
-            .fetch_optional(&self.pool)
+            .fetch_all(&self.pool)
             .await
-            .map_err(|e| failure(format!("cannot redrive dead letter {id} of {}", sql.letters), e))?;
-        let Some(entry) = entry else { return Ok(None) };
-        StoredLetter { entry: &entry, state: "redriven", state_at: Some(now), reason: None }.decode(STORE).map(Some)
+            .map_err(|e| failure(format!("cannot redrive {} dead letters of {}", ids.len(), sql.letters), e))?;
+        entries
+            .iter()
+            .map(|entry| StoredLetter { entry, state: "redriven", state_at: Some(now), reason: None }.decode(STORE))
+            .collect()
     }
 
     async fn discard(&self, id: Uuid, reason: &str) -> Result<bool> {

@@ -107,6 +107,36 @@ fn push_letter_filter<'a>(qb: &mut sqlx::QueryBuilder<'a, Sqlite>, filter: &'a D
     }
 }
 
+/// Redrives one dead entry in `tx`: marks it redriven and makes its delivery pending again.
+/// `None` when it is not dead.
+async fn redrive_one(conn: &mut SqliteConnection, id: Uuid, now: &str) -> Result<Option<DeadLetter>> {
+    let row: Option<LetterRow> = sqlx::query_as(
+        "UPDATE dead_letters SET state = 'redriven', state_at = ? WHERE id = ? AND state = 'dead' \
+         RETURNING entry, state, state_at, reason, last_failure_at, id",
+    )
+    .bind(now)
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_error("redrive a dead letter"))?;
+    let Some(row) = row else { return Ok(None) };
+    let letter = decode_letter(&row)?;
+    sqlx::query(
+        "INSERT INTO event_deliveries (event_id, handler, next_attempt_at, redriven_from) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (event_id, handler) DO UPDATE SET status = 'pending', attempts = 0, history = '[]', \
+         next_attempt_at = excluded.next_attempt_at, locked_until = NULL, first_failure_at = NULL, \
+         last_failure_at = NULL, last_error = NULL, redriven_from = excluded.redriven_from",
+    )
+    .bind(letter.event.id.to_string())
+    .bind(letter.handler.as_str())
+    .bind(now)
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error("make a redriven delivery pending"))?;
+    Ok(Some(letter))
+}
+
 /// A `dead_letters` row: entry, state, state time, reason, last failure (for paging).
 type LetterRow = (String, String, Option<String>, Option<String>, String, String);
 
@@ -383,35 +413,21 @@ impl DeliveryLog for SqliteStore {
     }
 
     async fn redrive(&self, id: Uuid) -> Result<Option<DeadLetter>> {
+        Ok(self.redrive_many(&[id]).await?.pop())
+    }
+
+    async fn redrive_many(&self, ids: &[Uuid]) -> Result<Vec<DeadLetter>> {
         let now = format_time(&Utc::now());
         let _writer = self.write_lock.lock().await;
         let mut tx = self.begin_write().await?;
-        let row: Option<LetterRow> = sqlx::query_as(
-            "UPDATE dead_letters SET state = 'redriven', state_at = ? WHERE id = ? AND state = 'dead' \
-             RETURNING entry, state, state_at, reason, last_failure_at, id",
-        )
-        .bind(now.as_str())
-        .bind(id.to_string())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_error("redrive a dead letter"))?;
-        let Some(row) = row else { return Ok(None) };
-        let letter = decode_letter(&row)?;
-        sqlx::query(
-            "INSERT INTO event_deliveries (event_id, handler, next_attempt_at, redriven_from) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (event_id, handler) DO UPDATE SET status = 'pending', attempts = 0, history = '[]', \
-             next_attempt_at = excluded.next_attempt_at, locked_until = NULL, first_failure_at = NULL, \
-             last_failure_at = NULL, last_error = NULL, redriven_from = excluded.redriven_from",
-        )
-        .bind(letter.event.id.to_string())
-        .bind(letter.handler.as_str())
-        .bind(now.as_str())
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error("make a redriven delivery pending"))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(letter) = redrive_one(&mut tx, *id, &now).await? {
+                out.push(letter);
+            }
+        }
         tx.commit().await.map_err(db_error("commit a redrive"))?;
-        Ok(Some(letter))
+        Ok(out)
     }
 
     async fn discard(&self, id: Uuid, reason: &str) -> Result<bool> {
