@@ -257,8 +257,8 @@ impl Delivery {
     /// hook, to `tracing`, and to the dead-letter queue of a bus whose store keeps one).
     ///
     /// For backends whose consumer runs deliveries one at a time. The worker pool does not
-    /// wait in a worker: it runs one attempt at a time ([`Delivery::attempt`] in the crate)
-    /// and puts a delivery in backoff on a timer, or back in the store's outbox.
+    /// wait in a worker: it runs one attempt at a time and puts a delivery in backoff on a
+    /// timer, or back in the store's outbox.
     pub async fn run_to_completion(&self) -> std::result::Result<(), HandlerError> {
         let mut this = self.clone();
         loop {

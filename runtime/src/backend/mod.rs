@@ -18,6 +18,11 @@ use crate::error::Result;
 /// an external queue serializes them with [`Delivery::cloudevent_json`] and names the
 /// handler with [`Delivery::handler_name`]; the consumer side runs the handler.
 ///
+/// On a bus whose store keeps an outbox, a delivery stays pending in the store until its
+/// handler succeeds ([`Delivery::run_to_completion`] marks it done) or it is dead-lettered;
+/// a backend that takes deliveries without running them sees each again whenever its lease
+/// ends ([`crate::EventBusBuilder::delivery_lease`]).
+///
 /// ```
 /// use std::sync::{Arc, Mutex};
 /// use better_auth_events_runtime::{async_trait, AsyncBackend, Delivery, EventType, Result, ShutdownReport};
@@ -163,9 +168,9 @@ pub enum BackpressurePolicy {
     /// Wait for room (the emitter slows down to the workers' pace).
     #[default]
     Wait,
-    /// Wait at most this long, then fail with [`Error::Backpressure`].
+    /// Wait at most this long, then fail with [`crate::Error::Backpressure`].
     WaitFor(Duration),
-    /// Fail at once with [`Error::Backpressure`].
+    /// Fail at once with [`crate::Error::Backpressure`].
     FailFast,
 }
 

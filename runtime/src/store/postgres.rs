@@ -125,7 +125,7 @@ const COLUMNS: &str = "position, id, event_type, source, subject, timestamp, ver
 /// # Queries
 ///
 /// Every query is one SQL statement whose filters are bound parameters; reads go page by
-/// page ([`PAGE_SIZE`] events a page, by position, on the position index), so memory stays
+/// page (1,000 events a page, by position, on the position index), so memory stays
 /// flat whatever the number of events read, and no connection is held between pages.
 #[derive(Clone)]
 pub struct PostgresStore {
