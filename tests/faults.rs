@@ -133,7 +133,6 @@ fn store_failure<T: std::fmt::Debug>(what: &str, result: Result<T, Error>) -> St
 }
 
 /// Every run of the recording handler: the event, and whether the server was reachable.
-#[derive(Default)]
 struct Runs {
     up: AtomicBool,
     seen: Mutex<Vec<(Uuid, bool)>>,
@@ -422,14 +421,16 @@ mod postgres {
                     .await
                     .unwrap_or_else(|e| {
                         panic!(
-                            "PostgreSQL at {url} is unreachable ({e}); start it with `{START}` or set BAE_POSTGRES_URL"
+                            "PostgreSQL at {url} is unreachable ({}); start it with `{START}` or set BAE_POSTGRES_URL",
+                            ErrorChain(&e)
                         )
                     });
                 Arc::new(store) as Arc<dyn DeliveryLog>
             }
         };
-        let store = open(url_via(proxy.addr())).await;
+        // Straight to the server first: an unreachable server is reported as itself.
         let direct = open(url()).await;
+        let store = open(url_via(proxy.addr())).await;
         Target { proxy, store, direct, marker: schema.0.clone(), _cleanup: Box::new(schema) }
     }
 
@@ -469,13 +470,17 @@ mod redis {
                     .build()
                     .await
                     .unwrap_or_else(|e| {
-                        panic!("Redis at {url} is unreachable ({e}); start it with `{START}` or set BAE_REDIS_URL")
+                        panic!(
+                            "Redis at {url} is unreachable ({}); start it with `{START}` or set BAE_REDIS_URL",
+                            ErrorChain(&e)
+                        )
                     });
                 Arc::new(store) as Arc<dyn DeliveryLog>
             }
         };
-        let store = open(url_via(proxy.addr())).await;
+        // Straight to the server first: an unreachable server is reported as itself.
         let direct = open(url()).await;
+        let store = open(url_via(proxy.addr())).await;
         Target { proxy, store, direct, marker: prefix.0.clone(), _cleanup: Box::new(prefix) }
     }
 
