@@ -3,6 +3,28 @@
 //! leave nothing behind).
 #![allow(dead_code, reason = "each test crate uses a part of this module")]
 
+pub mod proxy;
+
+/// `host:port` of a server URL (`scheme://[user[:password]@]host[:port][/...]`), with
+/// `default_port` when it names none.
+fn authority(url: &str, default_port: u16) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    let has_port = host.rsplit_once(':').is_some_and(|(_, port)| !port.ends_with(']'));
+    if has_port { host.to_owned() } else { format!("{host}:{default_port}") }
+}
+
+/// `url` with its `host:port` replaced by `addr` (its scheme, credentials, path and
+/// parameters kept): the same server reached through another address, such as a proxy's.
+fn url_via(url: &str, addr: std::net::SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let credentials = authority.rsplit_once('@').map_or(String::new(), |(c, _)| format!("{c}@"));
+    format!("{scheme}://{credentials}{addr}{tail}")
+}
+
 /// PostgreSQL: the URL, the start command, a schema per test.
 pub mod postgres {
     use sqlx::{Connection, Executor};
@@ -13,6 +35,16 @@ pub mod postgres {
     /// The server the tests use: `BAE_POSTGRES_URL`, else database `test` on 127.0.0.1:5432.
     pub fn url() -> String {
         std::env::var("BAE_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    /// `host:port` of [`url`].
+    pub fn addr() -> String {
+        super::authority(&url(), 5432)
+    }
+
+    /// [`url`] through another address (a proxy's).
+    pub fn url_via(addr: std::net::SocketAddr) -> String {
+        super::url_via(&url(), addr)
     }
 
     /// A fresh schema name, whose schema is dropped when this is dropped, whatever the
@@ -59,10 +91,12 @@ pub mod redis {
 
     /// `host:port` of [`url`].
     pub fn addr() -> String {
-        let url = url();
-        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-        let authority = rest.split('/').next().unwrap_or(rest);
-        authority.rsplit('@').next().unwrap_or(authority).to_owned()
+        super::authority(&url(), 6379)
+    }
+
+    /// [`url`] through another address (a proxy's).
+    pub fn url_via(addr: std::net::SocketAddr) -> String {
+        super::url_via(&url(), addr)
     }
 
     /// A fresh prefix whose keys are deleted when it is dropped, whatever the test's outcome.

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, Script, Value};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 use uuid::Uuid;
 
 use super::{
@@ -364,8 +364,48 @@ static DISCARD: LazyLock<Script> = LazyLock::new(|| Script::new(DISCARD_LUA));
 /// of events. An unfiltered `count` is `XLEN`.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Connection,
     inner: Arc<Inner>,
+}
+
+/// The store's connection: a [`ConnectionManager`] that sends a command a second time when
+/// the first try found the connection refused.
+///
+/// When its attempts to reconnect all fail, the manager keeps that failure and hands it to
+/// the next command, which starts a new attempt: without a second try, the first command
+/// after the server is back would fail with the refusal of an outage already over. A
+/// refused connection sent nothing, so the second try never runs a command twice. While the
+/// server stays unreachable, a command thus fails once a second round of attempts has failed.
+#[derive(Clone)]
+struct Connection(ConnectionManager);
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            match self.0.send_packed_command(cmd).await {
+                Err(e) if e.is_connection_refusal() => self.0.send_packed_command(cmd).await,
+                done => done,
+            }
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            match self.0.send_packed_commands(pipeline, offset, count).await {
+                Err(e) if e.is_connection_refusal() => self.0.send_packed_commands(pipeline, offset, count).await,
+                done => done,
+            }
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
 }
 
 struct Inner {
@@ -493,7 +533,7 @@ impl RedisStoreBuilder {
             max_event_bytes: self.max_event_bytes,
             wait_for_replicas: self.wait_for_replicas,
         };
-        let store = RedisStore { conn, inner: Arc::new(inner) };
+        let store = RedisStore { conn: Connection(conn), inner: Arc::new(inner) };
         store.check_key_types().await?;
         tracing::debug!(url = %store.inner.url, prefix = %store.inner.prefix, "redis event store connected");
         Ok(store)
