@@ -431,6 +431,11 @@ impl EventBus {
     /// lock until `tx` ends (positions stay in commit order), so other appends wait for
     /// your commit: keep the transaction short.
     ///
+    /// On SQLite, a transaction that reads before its first write should begin with
+    /// `pool.begin_with("BEGIN IMMEDIATE")`: a deferred one whose snapshot another writer
+    /// outdates meanwhile cannot start writing ("database is locked"). One whose first
+    /// statement is a write, as `emit_in` alone is, needs nothing.
+    ///
     /// ```no_run
     /// # use better_auth_events_runtime::{Event, EventBus, store::SqliteStore};
     /// # async fn sign_up(bus: &EventBus, store: &SqliteStore) -> Result<(), Box<dyn std::error::Error>> {

@@ -22,7 +22,6 @@ use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::event::EventData;
 use crate::store::AppendOutcome;
-use rustc_hash::FxHashMap;
 
 /// The deliveries an append writes beside its events: one per handler for each event
 /// stored now.
@@ -58,6 +57,11 @@ impl NewDeliveries<'_> {
         }
         Ok(())
     }
+}
+
+/// A position as SQLite returned it.
+fn position_of(p: i64) -> Result<u64> {
+    u64::try_from(p).map_err(|_| Error::store(STORE, format!("SQLite returned an invalid position {p}")))
 }
 
 /// `(?, ?, …)` for `n` bound values, pushed onto `qb`.
@@ -163,38 +167,29 @@ impl SqliteStore {
     ) -> Result<Vec<AppendOutcome>> {
         let encoded = events.iter().map(|e| EncodedEvent::encode(e)).collect::<Result<Vec<_>>>()?;
         let times: Vec<String> = encoded.iter().map(|e| format_time(&e.timestamp)).collect();
-        // Ids stored already (a caller's transaction cannot start over as `append` does).
-        let mut known: FxHashMap<String, i64> = FxHashMap::default();
-        for chunk in encoded.chunks(MAX_BOUND_PARAMETERS) {
-            let ids: Vec<&str> = chunk.iter().map(|e| e.id.as_str()).collect();
-            known.extend(lookup_positions(conn, &ids).await?);
-        }
-        let mut new = Vec::new();
-        let mut seen: FxHashMap<&str, usize> = FxHashMap::default();
-        for (i, e) in encoded.iter().enumerate() {
-            if !known.contains_key(&e.id) && !seen.contains_key(e.id.as_str()) {
-                seen.insert(e.id.as_str(), i);
-                new.push(i);
-            }
-        }
-        let mut positions: Vec<Option<i64>> = vec![None; encoded.len()];
         let batch = Batch { encoded: &encoded, times: &times };
-        if !batch.insert(conn, &new, &mut positions).await? {
-            return Err(Error::store(STORE, "an event was stored by another writer during this transaction"));
-        }
-        let stored: Vec<&str> = new.iter().map(|&i| encoded[i].id.as_str()).collect();
-        NewDeliveries { handlers, lease_until: None }.insert(conn, &stored).await?;
+        let mut positions: Vec<Option<i64>> = vec![None; encoded.len()];
         let mut out = Vec::with_capacity(encoded.len());
+        let mut stored = Vec::new();
+        // One event at a time, the insert first: the transaction takes SQLite's write lock
+        // before it reads anything, so a writer that commits meanwhile cannot make its
+        // snapshot stale ("database is locked"). An id stored already is skipped by the
+        // insert and looked up.
         for (i, e) in encoded.iter().enumerate() {
-            let first = seen.get(e.id.as_str()).copied();
-            let outcome = match (first, known.get(&e.id)) {
-                (Some(f), _) if f == i => positions[i].map(|p| AppendOutcome::Stored { position: p as u64 }),
-                (Some(f), _) => positions[f].map(|p| AppendOutcome::Duplicate { position: p as u64 }),
-                (None, Some(&p)) => Some(AppendOutcome::Duplicate { position: p as u64 }),
-                (None, None) => None,
+            let outcome = if batch.insert(conn, &[i], &mut positions).await? {
+                let p = positions[i].ok_or_else(|| Error::store(STORE, format!("event {} has no position", e.id)))?;
+                stored.push(e.id.as_str());
+                AppendOutcome::Stored { position: position_of(p)? }
+            } else {
+                let found = lookup_positions(conn, &[e.id.as_str()]).await?;
+                let p = found.first().map(|(_, p)| *p).ok_or_else(|| {
+                    Error::store(STORE, format!("event {} was neither inserted nor found stored", e.id))
+                })?;
+                AppendOutcome::Duplicate { position: position_of(p)? }
             };
-            out.push(outcome.ok_or_else(|| Error::store(STORE, format!("event {} has no position", e.id)))?);
+            out.push(outcome);
         }
+        NewDeliveries { handlers, lease_until: None }.insert(conn, &stored).await?;
         Ok(out)
     }
 }
