@@ -177,3 +177,67 @@ async fn the_bus_can_be_lenient_or_reject_unknown_events() {
     let stored = store.get(receipt.id).await.unwrap().unwrap();
     assert_eq!(stored.event.version.as_deref(), Some("1.0.0"));
 }
+
+/// Every `FieldType` holds its values to its type and format: one value it accepts and
+/// the values it refuses.
+#[test]
+fn every_field_type_is_enforced_formats_included() {
+    let cases: Vec<(FieldType, Vec<serde_json::Value>, Vec<serde_json::Value>)> = vec![
+        (FieldType::String, vec![json!("x")], vec![json!(1), json!(null)]),
+        (FieldType::Integer, vec![json!(3)], vec![json!(3.5), json!("3")]),
+        (FieldType::Number, vec![json!(3.5), json!(3)], vec![json!("3.5")]),
+        (FieldType::Boolean, vec![json!(true)], vec![json!("true"), json!(1)]),
+        (FieldType::Object, vec![json!({ "a": 1 })], vec![json!([1]), json!("{}")]),
+        (FieldType::Array(Box::new(FieldType::Integer)), vec![json!([1, 2])], vec![json!(["1"]), json!(1)]),
+        (
+            FieldType::DateTime,
+            vec![json!("2026-12-03T10:00:00Z"), json!("2026-12-03T10:00:00.123+01:00")],
+            vec![json!("yesterday"), json!("2026-13-03T10:00:00Z"), json!(1_700_000_000)],
+        ),
+        (
+            FieldType::Uuid,
+            vec![json!("01a23c1c-d971-76d4-9800-f4660eed6662")],
+            vec![json!("not-a-uuid"), json!("01a23c1c-d971-76d4-9800")],
+        ),
+        (FieldType::Email, vec![json!("ann@example.com")], vec![json!("not-an-email"), json!("ann@")]),
+        (FieldType::Any, vec![json!(null), json!({ "x": [1] })], vec![]),
+    ];
+    for (i, (field, good, bad)) in cases.into_iter().enumerate() {
+        let name = format!("format.case{i}");
+        let mut registry = SchemaRegistry::new();
+        registry
+            .register(EventSchema::builder().name(&name).version("1.0.0").field("v", field.clone(), true).build())
+            .expect("register");
+        let schema = registry.get(&name, "1.0.0").unwrap_or_else(|| panic!("{name} registered"));
+        for value in good {
+            assert!(schema.validate_value(&json!({ "v": value })).is_ok(), "{field:?} refused {value}");
+        }
+        for value in bad {
+            assert!(schema.validate_value(&json!({ "v": value })).is_err(), "{field:?} accepted {value}");
+        }
+    }
+}
+
+#[derive(Event, Serialize, Deserialize, JsonSchema, Debug, Clone)]
+#[event(name = "test.formats.session_started", version = "1.0.0")]
+struct SessionStarted {
+    session_id: uuid::Uuid,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A derived schema's formats (schemars writes `uuid` and `date-time`) are enforced on
+/// dynamic events of that name.
+#[tokio::test]
+async fn derived_formats_are_enforced_on_dynamic_events() -> Result<(), Error> {
+    let bus = EventBus::builder().try_build().await?;
+    let ok = json!({ "session_id": "01a23c1c-d971-76d4-9800-f4660eed6662", "at": "2026-12-03T10:00:00Z" });
+    bus.emit(Event::new(SessionStarted::NAME).with_data(ok)).await?;
+    for bad in [
+        json!({ "session_id": "not-a-uuid", "at": "2026-12-03T10:00:00Z" }),
+        json!({ "session_id": "01a23c1c-d971-76d4-9800-f4660eed6662", "at": "yesterday" }),
+    ] {
+        let err = bus.emit(Event::new(SessionStarted::NAME).with_data(bad.clone())).await;
+        assert!(matches!(err, Err(Error::Validation { .. })), "{bad} was accepted: {err:?}");
+    }
+    Ok(())
+}

@@ -297,10 +297,18 @@ impl fmt::Debug for RegisteredSchema {
 }
 
 impl RegisteredSchema {
-    /// The compiled validator, compiled on first use and cached.
+    /// The compiled validator, compiled on first use and cached. Formats (`date-time`,
+    /// `uuid`, `email`, …) are asserted, not mere annotations: a `FieldType::Uuid` field, or
+    /// a derived `Uuid` field, refuses `"not-a-uuid"`.
     fn validator(&self) -> std::result::Result<&Arc<jsonschema::Validator>, Error> {
         self.validator
-            .get_or_init(|| jsonschema::validator_for(&self.schema).map(Arc::new).map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                jsonschema::options()
+                    .should_validate_formats(true)
+                    .build(&self.schema)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
             .as_ref()
             .map_err(|e| {
                 Error::Schema(format!("the schema of `{}` {} is not a valid JSON Schema: {e}", self.name, self.version))
