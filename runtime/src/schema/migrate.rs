@@ -22,6 +22,12 @@ pub enum MigrationStep {
         /// The value old payloads get.
         default: Option<Value>,
     },
+    /// An optional field without a default was added; old payloads are left without it
+    /// (absent, not `null`, which a non-nullable type would refuse).
+    AddOptionalField {
+        /// JSON key.
+        field: String,
+    },
     /// A field was removed; old payloads lose it.
     RemoveField {
         /// JSON key.
@@ -50,7 +56,7 @@ impl MigrationStep {
     pub fn is_automatic(&self) -> bool {
         match self {
             Self::AddField { default, .. } => default.is_some(),
-            Self::RemoveField { .. } | Self::RenameField { .. } => true,
+            Self::AddOptionalField { .. } | Self::RemoveField { .. } | Self::RenameField { .. } => true,
             Self::ChangeType { .. } => false,
         }
     }
@@ -63,6 +69,7 @@ impl fmt::Display for MigrationStep {
             Self::AddField { field, default: None } => {
                 write!(f, "add required `{field}` without a default (needs user code)")
             }
+            Self::AddOptionalField { field } => write!(f, "add optional `{field}` (old payloads leave it out)"),
             Self::RemoveField { field } => write!(f, "remove `{field}`"),
             Self::RenameField { from, to } => write!(f, "rename `{from}` to `{to}`"),
             Self::ChangeType { field, from, to } => {
@@ -179,12 +186,12 @@ impl MigrationPlan {
             if old_props.contains_key(key) || renamed_new.contains(key.as_str()) {
                 continue;
             }
-            let default = match schema.get("default") {
-                Some(d) => Some(d.clone()),
-                None if !new_required.contains(key) => Some(Value::Null),
-                None => None,
+            let step = match schema.get("default") {
+                Some(d) => MigrationStep::AddField { field: key.clone(), default: Some(d.clone()) },
+                None if !new_required.contains(key) => MigrationStep::AddOptionalField { field: key.clone() },
+                None => MigrationStep::AddField { field: key.clone(), default: None },
             };
-            steps.push(MigrationStep::AddField { field: key.clone(), default });
+            steps.push(step);
         }
         for (key, schema) in &new_props {
             if let Some(before) = old_props.get(key) {
@@ -244,7 +251,9 @@ impl MigrationPlan {
                 MigrationStep::AddField { field, default: Some(d) } => {
                     map.entry(field.clone()).or_insert_with(|| d.clone());
                 }
-                MigrationStep::AddField { default: None, .. } | MigrationStep::ChangeType { .. } => {}
+                MigrationStep::AddField { default: None, .. }
+                | MigrationStep::AddOptionalField { .. }
+                | MigrationStep::ChangeType { .. } => {}
             }
         }
         Ok(Value::Object(map))
@@ -288,7 +297,9 @@ impl MigrationPlan {
                 MigrationStep::AddField { field, default: Some(d) } => {
                     format!("(jsonb_build_object({}, {}::jsonb) || {expr})", sql_str(field), sql_str(&d.to_string()))
                 }
-                MigrationStep::AddField { default: None, .. } | MigrationStep::ChangeType { .. } => expr,
+                MigrationStep::AddField { default: None, .. }
+                | MigrationStep::AddOptionalField { .. }
+                | MigrationStep::ChangeType { .. } => expr,
             };
         }
         expr
@@ -307,7 +318,9 @@ impl MigrationPlan {
                 MigrationStep::AddField { field, default: Some(d) } => {
                     format!("json_insert({expr}, {}, json({}))", sql_str(&json_path(field)), sql_str(&d.to_string()))
                 }
-                MigrationStep::AddField { default: None, .. } | MigrationStep::ChangeType { .. } => expr,
+                MigrationStep::AddField { default: None, .. }
+                | MigrationStep::AddOptionalField { .. }
+                | MigrationStep::ChangeType { .. } => expr,
             };
         }
         expr
