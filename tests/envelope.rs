@@ -249,3 +249,60 @@ fn ids_are_uuidv7_strictly_increasing_and_carry_the_event_time() {
     }
     assert!(better_auth_events::new_event_id() > events[events.len() - 1].id);
 }
+
+/// Extension attributes follow the CloudEvents naming and typing rules and never shadow a
+/// core or built-in attribute; empty `type`, `source` and `subject` are refused on write
+/// and on read; `replay` is a boolean.
+#[tokio::test]
+async fn attributes_follow_the_cloudevents_rules_on_write_and_on_read() {
+    use better_auth_events::{Error, MemoryStore};
+    let bus = EventBus::builder().store(MemoryStore::new()).build();
+    let with_ext = |name: &str, value: serde_json::Value| {
+        let mut e = Event::new("audit.logged").with_data(json!({}));
+        e.metadata.extensions.insert(name.to_owned(), value);
+        e
+    };
+    for (name, value) in [
+        ("id", json!("not-the-id")),
+        ("type", json!("admin.granted")),
+        ("specversion", json!("0.3")),
+        ("correlationid", json!("forged")),
+        ("replay", json!(true)),
+        ("Region", json!("eu")),
+        ("re-gion", json!("eu")),
+        ("", json!("eu")),
+        ("region", json!({ "nested": true })),
+        ("region", json!(["eu"])),
+        ("region", json!(1.5)),
+        ("region", json!(null)),
+        ("region", json!(5_000_000_000_u64)),
+    ] {
+        let e = with_ext(name, value.clone());
+        assert!(e.to_cloudevent().is_err(), "`{name}` = {value} was written");
+        match bus.emit(e).await {
+            Err(Error::Validation { message, .. }) => assert!(message.contains("extension attribute"), "{message}"),
+            other => panic!("`{name}` = {value}: expected a validation error, got {other:?}"),
+        }
+    }
+    for (name, value) in [("region", json!("eu")), ("sampled", json!(true)), ("priority", json!(3))] {
+        let doc = with_ext(name, value.clone()).to_cloudevent().expect("a valid extension");
+        assert_eq!(doc[name], value);
+        bus.emit(with_ext(name, value)).await.expect("a valid extension is emitted");
+    }
+
+    let mut no_source = Event::new("audit.logged").with_data(json!({}));
+    no_source.source = "".into();
+    assert!(matches!(bus.emit(no_source).await, Err(Error::Validation { .. })));
+    let empty_subject = Event::new("audit.logged").with_data(json!({})).with_subject("");
+    assert!(matches!(bus.emit(empty_subject).await, Err(Error::Validation { .. })));
+
+    let doc = Event::new("audit.logged").with_data(json!({})).to_cloudevent().expect("document");
+    for (key, value) in [("type", json!("")), ("source", json!("")), ("subject", json!("")), ("replay", json!("yes"))] {
+        let mut bad = doc.clone();
+        bad[key] = value.clone();
+        assert!(Event::from_cloudevent(bad).is_err(), "`{key}` = {value} was read");
+    }
+    let mut replayed = doc.clone();
+    replayed["replay"] = json!("false");
+    assert!(!Event::from_cloudevent(replayed).expect("`false` as a string").metadata.replay);
+}

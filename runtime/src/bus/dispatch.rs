@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 
 use crate::backend::Room;
 use crate::delivery::{Delivery, DeliveryTarget};
+use crate::envelope::check_attributes;
 use crate::envelope::depth::check_event as check_depth;
 use crate::envelope::{DEFAULT_SOURCE, Envelope, Event, SharedEvent};
 use crate::error::{Error, HandlerError, Result};
@@ -143,6 +144,7 @@ impl EventBus {
     pub(super) fn prepare(&self, env: &mut Envelope<dyn EventData>) -> Result<()> {
         // First: everything after it (validation, handlers, the store) may recurse over it.
         check_depth(env)?;
+        check_attributes(env)?;
         self.check_usable()?;
         let inner = &*self.inner;
         if let Some(source) = &inner.source

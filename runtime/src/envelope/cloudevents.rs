@@ -132,8 +132,18 @@ fn envelope_from_attributes(attrs: &mut BTreeMap<String, Value>) -> std::result:
     let id = require_string(attrs, "id")?;
     let id = Uuid::parse_str(&id).map_err(|e| format!("attribute `id` must be a UUID (`{id}`: {e})"))?;
     let source = require_string(attrs, "source")?;
-    let event_type = EventType::from(require_string(attrs, "type")?);
+    if source.is_empty() {
+        return Err("attribute `source` is empty".to_owned());
+    }
+    let event_type = require_string(attrs, "type")?;
+    if event_type.is_empty() {
+        return Err("attribute `type` is empty".to_owned());
+    }
+    let event_type = EventType::from(event_type);
     let subject = take_string(attrs, "subject")?;
+    if subject.as_deref() == Some("") {
+        return Err("attribute `subject` is empty; a document without a subject leaves it out".to_owned());
+    }
     let timestamp = match take_string(attrs, "time")? {
         Some(t) => DateTime::parse_from_rfc3339(&t)
             .map_err(|e| format!("attribute `time` must be RFC 3339 (`{t}`: {e})"))?
@@ -162,8 +172,13 @@ fn envelope_from_attributes(attrs: &mut BTreeMap<String, Value>) -> std::result:
     metadata.replay = match attrs.remove(ext::REPLAY) {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
-        Some(Value::String(s)) => s == "true",
-        Some(other) => return Err(format!("attribute `replay` must be a boolean, found {other}")),
+        Some(Value::String(s)) if s == "true" => true,
+        Some(Value::String(s)) if s == "false" => false,
+        Some(other) => {
+            return Err(format!(
+                "attribute `replay` must be a boolean (`true`, `false`, or those as strings), found {other}"
+            ));
+        }
     };
     let keys: Vec<String> = attrs.keys().filter(|k| !CORE_ATTRIBUTES.contains(&k.as_str())).cloned().collect();
     for key in keys {
@@ -174,6 +189,59 @@ fn envelope_from_attributes(attrs: &mut BTreeMap<String, Value>) -> std::result:
     Ok(Envelope { id, event_type, source: Cow::Owned(source), subject, timestamp, version, metadata, data: () })
 }
 
+/// The attributes this crate writes besides the core ones: an extension of the same name
+/// would shadow them.
+const BUILT_IN_EXTENSIONS: &[&str] = &[
+    ext::SCHEMA_VERSION,
+    ext::CORRELATION_ID,
+    ext::CAUSATION_ID,
+    ext::TENANT,
+    ext::ACTOR,
+    ext::TRACEPARENT,
+    ext::REPLAY,
+];
+
+/// Checks what CloudEvents requires of an event's attributes before it is written: a
+/// non-empty `type` and `source`, a `subject` that is absent or non-empty, and extension
+/// attributes named with lower-case ASCII letters and digits, none shadowing a core or
+/// built-in attribute, each valued with a CloudEvents type (string, boolean, integer).
+pub(crate) fn check_attributes<T: ?Sized>(env: &Envelope<T>) -> Result<()> {
+    let event_type = env.event_type.as_str();
+    let invalid = |message: String| Error::Validation { event_type: event_type.to_owned(), message };
+    if event_type.is_empty() {
+        return Err(invalid("the event type is empty; name the event, such as `user.created`".into()));
+    }
+    if env.source.is_empty() {
+        return Err(invalid("the source is empty; leave the default or name the producer, such as `/auth`".into()));
+    }
+    if env.subject.as_deref() == Some("") {
+        return Err(invalid("the subject is empty; leave it out or name what the event is about".into()));
+    }
+    for (name, value) in &env.metadata.extensions {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+            return Err(invalid(format!(
+                "extension attribute `{name}` is not a CloudEvents attribute name: use lower-case ASCII letters and digits only"
+            )));
+        }
+        if CORE_ATTRIBUTES.contains(&name.as_str()) || BUILT_IN_EXTENSIONS.contains(&name.as_str()) {
+            return Err(invalid(format!(
+                "extension attribute `{name}` would shadow the attribute of that name; rename it (the envelope's own fields carry `{name}`)"
+            )));
+        }
+        let typed = match value {
+            Value::String(_) | Value::Bool(_) => true,
+            Value::Number(n) => n.as_i64().is_some_and(|i| i32::try_from(i).is_ok()),
+            _ => false,
+        };
+        if !typed {
+            return Err(invalid(format!(
+                "extension attribute `{name}` is {value}; CloudEvents attributes are strings, booleans or 32-bit integers (a URI, time or binary value is a string)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The CloudEvents document of `env` as bytes, when it can be read back: its payload nests
 /// at most [`MAX_PAYLOAD_DEPTH`] levels and its extension attributes at most theirs (else
 /// [`Error::Validation`], with the serialization stopped at the first level too deep).
@@ -182,6 +250,7 @@ where
     Envelope<T>: Serialize,
 {
     let event_type = env.event_type.as_str();
+    check_attributes(env)?;
     depth::check_extensions(event_type, &env.metadata)?;
     let mut out = Vec::with_capacity(256);
     // The document is one object around the payload: with the extensions in bounds, only
@@ -199,6 +268,7 @@ impl<T: Serialize> Envelope<T> {
     /// the document back.
     pub fn to_cloudevent(&self) -> Result<Value> {
         let event_type = self.event_type.as_str();
+        check_attributes(self)?;
         depth::check_extensions(event_type, &self.metadata)?;
         // Measured by a serialization that stops at the limit, before the one that builds
         // the value and recurses once per level.

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-pub(crate) use self::cloudevents::document_bytes;
 pub use self::cloudevents::{SPEC_VERSION, ext};
+pub(crate) use self::cloudevents::{check_attributes, document_bytes};
 pub use self::depth::MAX_PAYLOAD_DEPTH;
 pub(crate) use self::shared::SharedEvent;
 use crate::clock::id_and_time;

@@ -253,6 +253,7 @@ impl EncodedEvent {
     /// deeper than [`MAX_PAYLOAD_DEPTH`](crate::MAX_PAYLOAD_DEPTH) levels (its serialization
     /// stops there) or an extension attribute nested too deep.
     pub(crate) fn encode(event: &Envelope<dyn EventData>) -> Result<Self> {
+        crate::envelope::check_attributes(event)?;
         let event_type = event.event_type.as_str();
         let ser = |source| Error::Serialization { event_type: event_type.to_owned(), source };
         depth::check_extensions(event_type, &event.metadata)?;
