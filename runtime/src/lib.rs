@@ -39,6 +39,7 @@ mod event_type;
 mod handler;
 mod middleware;
 mod outbox;
+mod redact;
 pub mod replay;
 mod route;
 pub mod schema;

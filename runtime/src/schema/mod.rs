@@ -354,7 +354,20 @@ fn violation(e: &jsonschema::ValidationError<'_>) -> Violation {
             let names: Vec<String> = unexpected.iter().map(|u| format!("'{u}'")).collect();
             format!("unknown field{} {}", if names.len() == 1 { "" } else { "s" }, names.join(", "))
         }
-        _ => e.to_string(),
+        // The validator's message quotes the offending value first; a value may be
+        // personal data, so it is replaced by what it is.
+        _ => {
+            let shown = e.instance().to_string();
+            let kind = match e.instance().as_ref() {
+                Value::Null => "null",
+                Value::Bool(_) => "the boolean",
+                Value::Number(_) => "the number",
+                Value::String(_) => "the string",
+                Value::Array(_) => "the array",
+                Value::Object(_) => "the object",
+            };
+            e.to_string().replace(&shown, kind)
+        }
     };
     Violation { pointer: e.instance_path().to_string(), message }
 }

@@ -351,5 +351,10 @@ pub(crate) fn read_as<T: TypedEvent>(version: Option<&str>, payload: Value) -> R
         }
         _ => payload,
     };
-    serde_json::from_value(payload).map_err(|source| Error::Serialization { event_type: T::NAME.to_owned(), source })
+    // serde quotes the value it could not read: the message is scrubbed of it, since a
+    // payload's values may be personal data and errors reach logs.
+    serde_json::from_value(payload).map_err(|e| Error::Serialization {
+        event_type: T::NAME.to_owned(),
+        source: crate::redact::scrub_serde_error(&e),
+    })
 }
