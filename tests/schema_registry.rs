@@ -241,3 +241,17 @@ async fn derived_formats_are_enforced_on_dynamic_events() -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// A version older than one registered already is refused: versions never go backwards.
+#[test]
+fn a_version_that_goes_backwards_is_refused() {
+    let mut registry = SchemaRegistry::new();
+    let at = |v: &str| {
+        EventSchema::builder().name("account.closed").version(v).field("user_id", FieldType::String, true).build()
+    };
+    registry.register(at("1.0.0")).expect("first version");
+    let err = registry.register(at("0.9.0")).expect_err("0.9.0 comes after 1.0.0");
+    assert!(err.to_string().contains("versions never go backwards"), "{err}");
+    registry.register(at("1.0.0")).expect("the same schema again is fine");
+    registry.register(at("1.1.0")).expect("a later version");
+}

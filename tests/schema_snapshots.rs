@@ -146,3 +146,18 @@ fn the_runtime_reads_what_the_ui_tests_snapshots_hold() {
     assert_eq!(snapshot.fields.map(|f| f.len()), Some(2));
     assert!(better_auth_events_lock::Snapshot::read(&dir.join("ui.lock.broken@1.0.0.json")).is_err());
 }
+
+#[test]
+fn a_version_older_than_a_released_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2.0.0 is released; the program declares `snap.moved` 1.1.0 and has no snapshot of it.
+    let newer = json!({
+        "name": "snap.moved",
+        "version": "2.0.0",
+        "schema": { "type": "object", "properties": { "user_id": { "type": "string" } }, "required": ["user_id"] }
+    });
+    std::fs::write(dir.path().join("snap.moved@2.0.0.json"), newer.to_string()).unwrap();
+    let err = check_snapshots_with(dir.path(), false).unwrap_err().to_string();
+    assert!(err.contains("`snap.moved` is declared as 1.1.0, but 2.0.0 is released already"), "{err}");
+    assert!(err.contains("versions never go backwards"), "{err}");
+}

@@ -56,9 +56,22 @@ pub(crate) fn check(cont: &Container<'_>) -> syn::Result<Vec<PathBuf>> {
         return Ok(vec![path]);
     }
 
-    // A new version: its bump must be large enough for the change since the newest
-    // earlier snapshot.
+    // A new version: it must be newer than every released one, and its bump must be large
+    // enough for the change since the newest earlier snapshot.
     let Ok(this) = semver::Version::parse(&version) else { return Ok(Vec::new()) };
+    if let Some((newest, _)) = lock::versions_of(&dir, &name).pop()
+        && newest > this
+    {
+        return Err(syn::Error::new(
+            cont.version_span(),
+            format!(
+                "`{name}` is declared as {version}, but {newest} is released already (`events.lock/{}`); versions \
+                 never go backwards: use a version after {newest}, such as {}",
+                lock::file_name(&name, &newest.to_string()),
+                Bump::Minor.apply(&newest),
+            ),
+        ));
+    }
     let Some((previous, previous_path)) = lock::previous_of(&dir, &name, &this) else { return Ok(Vec::new()) };
     let Some(old) = read(&previous_path)?.fields else { return Ok(vec![previous_path]) };
     let changes = lock::diff(&old, &fields);

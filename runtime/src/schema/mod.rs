@@ -486,6 +486,14 @@ impl SchemaRegistry {
                 "`{name}` {version} is already registered with a different schema{by}; a changed schema needs a new version"
             )));
         }
+        if let Some(newest) = versions.keys().next_back()
+            && *newest > version
+        {
+            return Err(Error::Schema(format!(
+                "`{name}` {version} is older than {newest}, registered already; versions never go backwards: register \
+                 a schema's versions oldest first, and give a new schema a version after {newest}"
+            )));
+        }
         let options = schema.check_options();
         // The version right before this one decides the bump; transitive modes also check
         // compatibility with every earlier one.

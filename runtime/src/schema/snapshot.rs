@@ -145,10 +145,22 @@ pub fn check_snapshots_with(dir: impl AsRef<Path>, update: bool) -> Result<Snaps
     // A new version must also follow the version rules against the newest earlier snapshot.
     if !update {
         for event in registered_events() {
-            let Some((previous, path)) = lock::previous_of(dir, event.name, &event.version) else { continue };
             if dir.join(lock::file_name(event.name, &event.version.to_string())).is_file() {
                 continue;
             }
+            if let Some((newest, newest_path)) = lock::versions_of(dir, event.name).pop()
+                && newest > event.version
+            {
+                problems.push(format!(
+                    "`{}` is declared as {}, but {newest} is released already ({}); versions never go backwards: use a \
+                     version after {newest}",
+                    event.name,
+                    event.version,
+                    newest_path.display()
+                ));
+                continue;
+            }
+            let Some((previous, path)) = lock::previous_of(dir, event.name, &event.version) else { continue };
             let Some(old) = read(&path)?.schema else { continue };
             let mut registry = super::SchemaRegistry::new();
             registry.register(super::EventSchema {
