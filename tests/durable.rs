@@ -538,3 +538,38 @@ async fn buses_on_one_postgres_store_share_its_pending_deliveries_and_run_each_o
     assert_eq!(open().await.pending_deliveries().await?, 0);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_asked_for_in_ages_waits_a_month_and_panics_nothing() -> Result<(), Error> {
+    let store = MemoryStore::new();
+    let ran = counter();
+    let r = Arc::clone(&ran);
+    let bus = EventBus::builder()
+        .store(store.clone())
+        .handler(Handler::typed(
+            HandlerOptions::asynchronous().name("ages"),
+            async move |_: &Envelope<MailRequested>| {
+                r.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(HandlerError::retry_after(Duration::MAX))
+            },
+        ))
+        .try_build()
+        .await?;
+    bus.emit(mail(1)).await?;
+    wait_until(Duration::from_secs(5), "the first attempt", || ran.load(Ordering::SeqCst) == 1).await;
+    wait_for(Duration::from_secs(5), "the retry to be scheduled", || {
+        let store = store.clone();
+        async move {
+            store
+                .next_due(&["ages"])
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|at| at > chrono::Utc::now() + chrono::Duration::days(29))
+        }
+    })
+    .await;
+    assert_eq!(store.pending_deliveries().await?, 1);
+    bus.shutdown(Duration::from_millis(100)).await?;
+    Ok(())
+}

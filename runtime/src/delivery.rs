@@ -309,7 +309,7 @@ impl Delivery {
             self.fail_for_good(&error).await;
             return Attempt::Failed(error);
         }
-        let delay = error.retry_delay().unwrap_or_else(|| policy.delay_before_retry(attempt));
+        let delay = error.retry_delay().unwrap_or_else(|| policy.delay_before_retry(attempt)).min(LONGEST_RETRY_DELAY);
         env.stats.retried.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             target: "better_auth_events",
@@ -322,7 +322,10 @@ impl Delivery {
         );
         match &env.outbox {
             Some(outbox) => {
-                let at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                let at = chrono::Duration::from_std(delay)
+                    .ok()
+                    .and_then(|d| now.checked_add_signed(d))
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
                 outbox.retry_at(&self.key(), at, &record).await;
                 Attempt::Deferred
             }
@@ -354,6 +357,9 @@ impl Delivery {
         }
     }
 }
+
+/// The longest wait before a retry, whatever a handler asks for: a month.
+const LONGEST_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// What one attempt of a delivery leaves to do.
 pub(crate) enum Attempt {

@@ -325,6 +325,8 @@ impl HandlerError {
     /// A failure to retry after `delay` rather than after the policy's backoff: a mail API
     /// answered "429, come back in 30 s".
     ///
+    /// Waits longer than 30 days are cut to 30 days.
+    ///
     /// ```
     /// # use better_auth_events_runtime::HandlerError;
     /// # use std::time::Duration;

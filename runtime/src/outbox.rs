@@ -70,7 +70,11 @@ impl Outbox {
 
     /// The end of a lease taken now.
     pub(crate) fn lease_from_now(&self) -> DateTime<Utc> {
-        Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(60))
+        let now = Utc::now();
+        chrono::Duration::from_std(self.lease)
+            .ok()
+            .and_then(|lease| now.checked_add_signed(lease))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     /// Starts the task that writes completions, on the current runtime (once).
