@@ -214,7 +214,7 @@ impl WorkerPool {
                     let drained = Arc::clone(&self.drained);
                     let interrupted = Arc::clone(&self.interrupted);
                     let retries = Arc::clone(&self.retries);
-                    let handle2 = handle.clone();
+                    let timers = handle.clone();
                     handle.spawn(async move {
                         while let Some(job) = next_delivery(&queue, &ready, &searching).await {
                             busy[i].store(true, Ordering::Release);
@@ -236,7 +236,7 @@ impl WorkerPool {
                                     room: Arc::clone(&room),
                                     interrupted: Arc::clone(&interrupted),
                                 };
-                                schedule_retry(&handle2, &retries, queue, delay, job);
+                                schedule_retry(&timers, &retries, queue, delay, job);
                             } else if closed.load(Ordering::Relaxed) {
                                 drained.fetch_add(1, Ordering::Relaxed);
                             }

@@ -121,10 +121,12 @@ impl EventBus {
             outbox.wake.notify_one();
             return Ok(receipt);
         };
-        let (_, pending) = self.hand_over(env, route, room)?;
-        if let Some(pending) = pending
-            && let Err(e) = pending.await
-        {
+        let handed = match self.hand_over(env, route, room) {
+            Ok((_, Some(pending))) => pending.await,
+            Ok((_, None)) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = handed {
             // The deliveries are stored: they are not lost, the pump hands them over again.
             tracing::warn!(target: "better_auth_events", backend = self.inner.backend.name(), "the backend refused deliveries already in the outbox; they will be handed over again: {}", crate::ErrorChain(&e));
             let keys: Vec<_> = names
