@@ -234,8 +234,16 @@ pub(crate) fn check_attributes<T: ?Sized>(env: &Envelope<T>) -> Result<()> {
             _ => false,
         };
         if !typed {
+            // The value is not quoted: it may be personal data.
+            let kind = match value {
+                Value::Null => "null",
+                Value::Number(_) => "a number that is not a 32-bit integer",
+                Value::Array(_) => "an array",
+                Value::Object(_) => "an object",
+                Value::String(_) | Value::Bool(_) => "of another type",
+            };
             return Err(invalid(format!(
-                "extension attribute `{name}` is {value}; CloudEvents attributes are strings, booleans or 32-bit integers (a URI, time or binary value is a string)"
+                "extension attribute `{name}` is {kind}; CloudEvents attributes are strings, booleans or 32-bit integers (a URI, time or binary value is a string)"
             )));
         }
     }
