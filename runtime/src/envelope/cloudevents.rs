@@ -209,7 +209,9 @@ pub(crate) fn check_attributes<T: ?Sized>(env: &Envelope<T>) -> Result<()> {
     let event_type = env.event_type.as_str();
     let invalid = |message: String| Error::Validation { event_type: event_type.to_owned(), message };
     if event_type.is_empty() {
-        return Err(invalid("the event type is empty; name the event, such as `user.created`".into()));
+        return Err(invalid(
+            "invalid event name: it is empty; use lowercase words separated by dots, such as `user.created`".into(),
+        ));
     }
     if env.source.is_empty() {
         return Err(invalid("the source is empty; leave the default or name the producer, such as `/auth`".into()));
