@@ -573,3 +573,29 @@ async fn a_retry_asked_for_in_ages_waits_a_month_and_panics_nothing() -> Result<
     bus.shutdown(Duration::from_millis(100)).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_runs_the_retries_that_fall_due_before_its_deadline() -> Result<(), Error> {
+    let store = MemoryStore::new();
+    let attempts = counter();
+    let a = Arc::clone(&attempts);
+    let policy = RetryPolicy::default().max_attempts(3).base(Duration::from_millis(50)).jitter(false);
+    let bus = EventBus::builder()
+        .store(store.clone())
+        .handler(Handler::typed(
+            HandlerOptions::asynchronous().name("flaky-once").retry(policy),
+            async move |_: &Envelope<MailRequested>| {
+                if a.fetch_add(1, Ordering::SeqCst) == 0 { Err(HandlerError::new("relay busy")) } else { Ok(()) }
+            },
+        ))
+        .try_build()
+        .await?;
+    bus.emit(mail(1)).await?;
+    wait_until(Duration::from_secs(5), "the first attempt", || attempts.load(Ordering::SeqCst) == 1).await;
+    let report = bus.shutdown(Duration::from_secs(5)).await?;
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(attempts.load(Ordering::SeqCst), 2, "the retry ran before the shutdown returned");
+    assert_eq!(bus.stats().succeeded, 1);
+    assert_eq!(store.pending_deliveries().await?, 0);
+    Ok(())
+}

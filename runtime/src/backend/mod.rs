@@ -96,6 +96,13 @@ pub trait AsyncBackend: Send + Sync + 'static {
         Ok((!back.is_empty()).then_some(back))
     }
 
+    /// Whether the backend holds no delivery that is queued, running or waiting for a
+    /// retry in this process (a shutdown waits for that before it stops the outbox). The
+    /// default: always idle.
+    fn is_idle(&self) -> bool {
+        true
+    }
+
     /// Stops taking deliveries and finishes what it holds within `deadline`.
     async fn close(&self, deadline: Duration) -> Result<ShutdownReport>;
 
@@ -199,6 +206,10 @@ impl<B: AsyncBackend + ?Sized> AsyncBackend for Arc<B> {
 
     fn send_reserved(&self, room: Room, deliveries: Vec<Delivery>) -> Result<Option<Vec<Delivery>>> {
         (**self).send_reserved(room, deliveries)
+    }
+
+    fn is_idle(&self) -> bool {
+        (**self).is_idle()
     }
 
     async fn close(&self, deadline: Duration) -> Result<ShutdownReport> {

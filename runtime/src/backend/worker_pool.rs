@@ -426,6 +426,10 @@ impl AsyncBackend for WorkerPool {
         Ok(None)
     }
 
+    fn is_idle(&self) -> bool {
+        self.running.get().is_none_or(Running::idle) && self.retries.is_empty()
+    }
+
     async fn close(&self, deadline: Duration) -> Result<ShutdownReport> {
         self.closed.store(true, Ordering::Release);
         let started = Instant::now();

@@ -485,8 +485,24 @@ impl EventBus {
     /// the deliveries this bus completed are written before this returns.
     pub async fn shutdown(&self, deadline: Duration) -> Result<ShutdownReport> {
         self.inner.closed.store(true, Ordering::Release);
+        let started = std::time::Instant::now();
+        if let Some(outbox) = &self.inner.delivery_env.outbox {
+            // Retries that fall due within the deadline wait in the store, not in the pool:
+            // the pump keeps running them until the pool is idle and none is due before the
+            // deadline.
+            let now = chrono::Utc::now();
+            let until = chrono::Duration::from_std(deadline)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+            while started.elapsed() < deadline
+                && (!self.inner.backend.is_idle() || self::pump::due_by(&self.inner, outbox, until).await)
+            {
+                tokio::time::sleep(SHUTDOWN_POLL.min(deadline.saturating_sub(started.elapsed()))).await;
+            }
+        }
         self.stop_pump();
-        let report = self.inner.backend.close(deadline).await?;
+        let report = self.inner.backend.close(deadline.saturating_sub(started.elapsed())).await?;
         if let Some(outbox) = &self.inner.delivery_env.outbox {
             outbox.flush().await;
             let keys: Vec<crate::dlq::DeliveryKey> = report
@@ -519,6 +535,9 @@ impl EventBus {
         Ok(())
     }
 }
+
+/// How often a shutdown looks whether the outbox still has deliveries due before its deadline.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(10);
 
 /// Checks a handler against those already registered and the bus's dependencies.
 fn check_new_handler(existing: &[Handler], new: &Handler, deps: &Dependencies, max: usize) -> Result<()> {

@@ -58,10 +58,9 @@ impl EventBus {
 async fn run_pump(bus: Weak<BusInner>, outbox: Arc<Outbox>) {
     loop {
         let wait = {
+            // It runs on while a shutdown drains (retries falling due within its deadline);
+            // the shutdown stops it.
             let Some(inner) = bus.upgrade() else { return };
-            if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
-                return;
-            }
             match pump_once(&inner, &outbox).await {
                 // A full batch: more may be due.
                 Ok(Round::Full) => continue,
@@ -78,6 +77,20 @@ async fn run_pump(bus: Weak<BusInner>, outbox: Arc<Outbox>) {
             () = tokio::time::sleep(wait) => {}
             () = outbox.wake.notified() => {}
         }
+    }
+}
+
+/// Whether a delivery of this bus's handlers falls due in the outbox by `until` (a retry,
+/// a redrive, one stored while the queue was full; not one this process holds leased).
+pub(super) async fn due_by(inner: &BusInner, outbox: &Outbox, until: chrono::DateTime<Utc>) -> bool {
+    let routes = inner.routes.load();
+    let names: Vec<&str> = routes.async_targets().into_keys().collect();
+    if names.is_empty() {
+        return false;
+    }
+    match outbox.log() {
+        Ok(log) => log.next_due(&names).await.ok().flatten().is_some_and(|at| at <= until),
+        Err(_) => false,
     }
 }
 
