@@ -291,15 +291,12 @@ impl SqliteStore {
                 ));
             }
         }
-        let position = |p: i64| {
-            u64::try_from(p).map_err(|_| Error::store(STORE, format!("SQLite returned an invalid position {p}")))
-        };
         let mut out = Vec::with_capacity(encoded.len());
         for (i, e) in encoded.iter().enumerate() {
             let first = first_of.get(e.id.as_str()).copied().unwrap_or(i);
             let outcome = match (inserted[first], existing[first]) {
-                (Some(p), _) if first == i => AppendOutcome::Stored { position: position(p)? },
-                (Some(p), _) | (None, Some(p)) => AppendOutcome::Duplicate { position: position(p)? },
+                (Some(p), _) if first == i => AppendOutcome::Stored { position: position_of(p)? },
+                (Some(p), _) | (None, Some(p)) => AppendOutcome::Duplicate { position: position_of(p)? },
                 (None, None) => {
                     return Err(Error::store(STORE, format!("event {} was neither inserted nor found stored", e.id)));
                 }
@@ -548,6 +545,11 @@ impl Batch<'_> {
         }
         Ok(true)
     }
+}
+
+/// A position as SQLite returned it.
+fn position_of(p: i64) -> Result<u64> {
+    u64::try_from(p).map_err(|_| Error::store(STORE, format!("SQLite returned an invalid position {p}")))
 }
 
 /// The positions of those of `ids` that are stored (at most [`MAX_BOUND_PARAMETERS`] ids).

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{
     Batch, EncodedEvent, MAX_BOUND_PARAMETERS, Row, STORE, SqliteStore, decode_row, format_time, lookup_positions,
-    parse_time,
+    parse_time, position_of,
 };
 use crate::dlq::{
     AttemptRecord, DeadLetter, DeadLetterCounts, DeadLetterFilter, DeliveryKey, DeliveryLog, LetterPage,
@@ -57,11 +57,6 @@ impl NewDeliveries<'_> {
         }
         Ok(())
     }
-}
-
-/// A position as SQLite returned it.
-fn position_of(p: i64) -> Result<u64> {
-    u64::try_from(p).map_err(|_| Error::store(STORE, format!("SQLite returned an invalid position {p}")))
 }
 
 /// `(?, ?, …)` for `n` bound values, pushed onto `qb`.
