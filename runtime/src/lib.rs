@@ -27,6 +27,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
+pub mod broker;
 mod bus;
 mod cause;
 mod clock;

@@ -106,6 +106,13 @@ pub trait AsyncBackend: Send + Sync + 'static {
     /// Stops taking deliveries and finishes what it holds within `deadline`.
     async fn close(&self, deadline: Duration) -> Result<ShutdownReport>;
 
+    /// The broker behind this backend, if it ships events to one: the bus then publishes
+    /// every emitted event once, for all its handlers, instead of one delivery per handler
+    /// (see [`crate::broker::BrokerBackend`]). The default: none, deliveries run here.
+    fn as_broker(&self) -> Option<crate::broker::BrokerBackend> {
+        None
+    }
+
     /// The backend's name, for logs and errors.
     fn name(&self) -> &str;
 }
@@ -214,6 +221,10 @@ impl<B: AsyncBackend + ?Sized> AsyncBackend for Arc<B> {
 
     async fn close(&self, deadline: Duration) -> Result<ShutdownReport> {
         (**self).close(deadline).await
+    }
+
+    fn as_broker(&self) -> Option<crate::broker::BrokerBackend> {
+        (**self).as_broker()
     }
 
     fn name(&self) -> &str {

@@ -146,6 +146,13 @@ impl EventBusBuilder {
         self
     }
 
+    /// Publishes every event to `broker`, once, for the [`crate::Worker`]s subscribed to
+    /// it (in this process or others) to run the async handlers: the same as
+    /// `.backend(BrokerBackend::new(broker))`.
+    pub fn broker(self, broker: impl crate::broker::Broker) -> Self {
+        self.backend(crate::broker::BrokerBackend::new(broker))
+    }
+
     /// Workers of the default pool (default 10).
     pub fn workers(mut self, n: usize) -> Self {
         self.pool.workers = n;
@@ -349,6 +356,7 @@ impl EventBusBuilder {
                 register_lock: std::sync::Mutex::new(()),
                 middleware: self.middleware,
                 store: self.store,
+                broker: backend.as_broker(),
                 backend,
                 delivery_env,
                 source: self.source,

@@ -13,6 +13,7 @@ use super::{EmitReceipt, EmitStatus, EventBus, IntoEnvelope};
 use futures::future::BoxFuture;
 
 use crate::backend::Room;
+use crate::broker::{BrokerBackend, Outgoing};
 use crate::delivery::{Delivery, DeliveryTarget};
 use crate::envelope::check_attributes;
 use crate::envelope::depth::check_event as check_depth;
@@ -50,6 +51,12 @@ impl EventBus {
             Some(route) => self.run_inline(&env, route, phase).await?,
             None => 0,
         };
+        if phase == Phase::Emit
+            && let Some(broker) = &self.inner.broker
+        {
+            drop(routes);
+            return self.emit_to_broker(env, broker, handlers_run).await;
+        }
         let async_route = route.filter(|r| phase == Phase::Emit && !r.asynchronous.is_empty()).cloned();
         drop(routes);
         if let (Some(route), Some(outbox)) = (&async_route, &self.inner.delivery_env.outbox) {
@@ -136,6 +143,60 @@ impl EventBus {
             outbox.release(&keys).await;
             outbox.wake.notify_one();
         }
+        Ok(receipt)
+    }
+
+    /// The end of an emit on a bus whose backend is a broker: the event is published once,
+    /// whatever handlers this process knows (the broker routes it to every subscribed
+    /// handler, wherever it runs).
+    ///
+    /// With an outbox, the event and one pending publication go in one transaction; the
+    /// publication is marked done once the broker confirmed the message, and is left to
+    /// the pump when the broker cannot take it now (the emit succeeds: the event is
+    /// stored). Without one, the event is stored, then published; a publish that fails is
+    /// the emit's error.
+    async fn emit_to_broker<T: EventData>(
+        &self,
+        env: Envelope<T>,
+        broker: &BrokerBackend,
+        handlers_run: usize,
+    ) -> Result<EmitReceipt> {
+        let mut receipt = EmitReceipt::emitted(&env, handlers_run);
+        let shared = SharedEvent::new(env);
+        if let Some(outbox) = &self.inner.delivery_env.outbox {
+            self.start_outbox();
+            let names = [broker.relay_name()];
+            let outcome = {
+                let events: [&Envelope<dyn EventData>; 1] = [&shared.env];
+                let mut outcomes =
+                    outbox.log()?.append_with_deliveries(&events, &names, Some(outbox.lease_from_now())).await?;
+                outcomes.pop().ok_or_else(|| Error::store("outbox", "an append returned no outcome for its event"))?
+            };
+            receipt.position = Some(outcome.position());
+            if outcome.is_duplicate() {
+                return Ok(receipt);
+            }
+            receipt.async_deliveries = 1;
+            let key = crate::dlq::DeliveryKey { event_id: receipt.id, handler: broker.relay_name().to_owned() };
+            match publish(broker, &shared).await {
+                Ok(()) => outbox.completed(key),
+                Err(e) => {
+                    // Stored with its publication: the pump publishes it again.
+                    tracing::warn!(target: "better_auth_events", event_id = %receipt.id, broker = broker.broker().name(), "cannot publish an event already in the outbox; it will be published again: {}", crate::ErrorChain(&e));
+                    outbox.release(std::slice::from_ref(&key)).await;
+                }
+            }
+            return Ok(receipt);
+        }
+        if let Some(store) = &self.inner.store {
+            let outcome = store.append(&shared.env).await?;
+            receipt.position = Some(outcome.position());
+            if outcome.is_duplicate() {
+                return Ok(receipt);
+            }
+        }
+        publish(broker, &shared).await?;
+        receipt.async_deliveries = 1;
         Ok(receipt)
     }
 
@@ -320,6 +381,11 @@ impl EventBus {
         let pending = backend.send_reserved(room, all)?.map(|back| backend.publish_all(back));
         Ok((n, pending))
     }
+}
+
+/// Publishes one event to the broker.
+pub(super) async fn publish(broker: &BrokerBackend, event: &SharedEvent) -> Result<()> {
+    broker.broker().publish(&Outgoing::of_shared(event)?).await
 }
 
 /// Reports a delivery whose event cannot be read as its handler's type, and dead-letters

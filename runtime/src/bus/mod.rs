@@ -142,6 +142,9 @@ struct BusInner {
     middleware: Vec<Arc<dyn EventMiddleware>>,
     store: Option<Arc<dyn EventStore>>,
     backend: Arc<dyn AsyncBackend>,
+    /// The broker the backend ships events to, if it does: every event is then published
+    /// once rather than delivered per handler.
+    broker: Option<crate::broker::BrokerBackend>,
     delivery_env: Arc<DeliveryEnv>,
     source: Option<std::borrow::Cow<'static, str>>,
     max_handlers_per_event: usize,
@@ -372,11 +375,15 @@ impl EventBus {
                     _ => false,
                 };
                 for run in group.chunk_by(|a, b| same_handlers(&a.1, &b.1)) {
-                    let names: Vec<&str> = run[0]
-                        .1
-                        .as_ref()
-                        .map(|r| r.asynchronous.iter().map(|t| t.handler.name()).collect())
-                        .unwrap_or_default();
+                    let names: Vec<&str> = match &self.inner.broker {
+                        // One publication per event, whatever its handlers.
+                        Some(broker) => vec![broker.relay_name()],
+                        None => run[0]
+                            .1
+                            .as_ref()
+                            .map(|r| r.asynchronous.iter().map(|t| t.handler.name()).collect())
+                            .unwrap_or_default(),
+                    };
                     let refs: Vec<&Envelope<dyn EventData>> =
                         run.iter().map(|(env, _, _)| env as &Envelope<dyn EventData>).collect();
                     let outcomes = log.append_with_deliveries(&refs, &names, None).await?;
@@ -390,6 +397,9 @@ impl EventBus {
             }
             outbox.wake.notify_one();
             return Ok(receipts);
+        }
+        if let Some(broker) = &self.inner.broker {
+            return self.publish_batch(broker, kept, receipts, chunk).await;
         }
         // Room for every async delivery of the batch is taken before anything is stored.
         let deliveries: usize = kept.iter().filter_map(|(_, r, _)| r.as_ref()).map(|r| r.asynchronous.len()).sum();
@@ -412,6 +422,37 @@ impl EventBus {
                     pending.await?;
                 }
                 receipts[index].async_deliveries = n;
+            }
+        }
+        Ok(receipts)
+    }
+
+    /// The end of `emit_batch` on a bus whose backend is a broker and whose store keeps no
+    /// outbox: the events are stored, then each not stored before is published once.
+    async fn publish_batch<T: EventData>(
+        &self,
+        broker: &crate::broker::BrokerBackend,
+        kept: Vec<(Envelope<T>, Option<Arc<Route>>, usize)>,
+        mut receipts: Vec<EmitReceipt>,
+        chunk: usize,
+    ) -> Result<Vec<EmitReceipt>> {
+        let mut fresh = vec![true; kept.len()];
+        if let Some(store) = &self.inner.store {
+            for (g, group) in kept.chunks(chunk).enumerate() {
+                let refs: Vec<&Envelope<dyn EventData>> =
+                    group.iter().map(|(env, _, _)| env as &Envelope<dyn EventData>).collect();
+                let outcomes = store.append_batch(&refs).await?;
+                for (i, ((_, _, index), outcome)) in group.iter().zip(outcomes).enumerate() {
+                    receipts[*index].position = Some(outcome.position());
+                    fresh[g * chunk + i] = !outcome.is_duplicate();
+                }
+            }
+        }
+        for ((env, _, index), fresh) in kept.into_iter().zip(fresh) {
+            if fresh {
+                let shared = crate::envelope::SharedEvent::new(env);
+                self::dispatch::publish(broker, &shared).await?;
+                receipts[index].async_deliveries = 1;
             }
         }
         Ok(receipts)
@@ -461,7 +502,10 @@ impl EventBus {
             Some(route) => self.run_inline(&env, route, Phase::Emit).await?,
             None => 0,
         };
-        let names: Vec<&str> = route.iter().flat_map(|r| r.asynchronous.iter().map(|t| t.handler.name())).collect();
+        let names: Vec<&str> = match &self.inner.broker {
+            Some(broker) => vec![broker.relay_name()],
+            None => route.iter().flat_map(|r| r.asynchronous.iter().map(|t| t.handler.name())).collect(),
+        };
         let events: [&Envelope<dyn EventData>; 1] = [&env];
         let outcome = tx
             .append_in(store, &events, &names)

@@ -8,7 +8,9 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::{BusInner, EventBus};
+use crate::broker::BrokerBackend;
 use crate::delivery::{Delivery, Progress};
+use crate::envelope::SharedEvent;
 use crate::error::Result;
 use crate::outbox::Outbox;
 
@@ -26,6 +28,8 @@ enum Round {
     Partial,
     /// The backend had no room, so it claimed nothing.
     NoRoom,
+    /// The broker refused what the round claimed: try again after the poll interval.
+    Refused,
 }
 
 impl EventBus {
@@ -67,6 +71,7 @@ async fn run_pump(bus: Weak<BusInner>, outbox: Arc<Outbox>) {
                 Ok(Round::Partial) => next_wait(&inner, &outbox).await,
                 // The queue is full: its workers free room within moments.
                 Ok(Round::NoRoom) => NO_ROOM_WAIT.min(outbox.poll),
+                Ok(Round::Refused) => outbox.poll,
                 Err(e) => {
                     tracing::warn!(target: "better_auth_events", "cannot run the outbox's due deliveries, trying again: {}", crate::ErrorChain(&e));
                     outbox.poll
@@ -84,7 +89,7 @@ async fn run_pump(bus: Weak<BusInner>, outbox: Arc<Outbox>) {
 /// a redrive, one stored while the queue was full; not one this process holds leased).
 pub(super) async fn due_by(inner: &BusInner, outbox: &Outbox, until: chrono::DateTime<Utc>) -> bool {
     let routes = inner.routes.load();
-    let names: Vec<&str> = routes.async_targets().into_keys().collect();
+    let names = outbox_names(inner, &routes);
     if names.is_empty() {
         return false;
     }
@@ -98,7 +103,7 @@ pub(super) async fn due_by(inner: &BusInner, outbox: &Outbox, until: chrono::Dat
 /// poll interval.
 async fn next_wait(inner: &BusInner, outbox: &Outbox) -> Duration {
     let routes = inner.routes.load();
-    let names: Vec<&str> = routes.async_targets().into_keys().collect();
+    let names = outbox_names(inner, &routes);
     if names.is_empty() {
         return outbox.poll;
     }
@@ -112,9 +117,47 @@ async fn next_wait(inner: &BusInner, outbox: &Outbox) -> Duration {
     }
 }
 
+/// The names under which this bus's pending work waits in the outbox: its async
+/// handlers', or the one publication name of its broker.
+fn outbox_names<'a>(inner: &'a BusInner, routes: &'a crate::route::RouteTable) -> Vec<&'a str> {
+    match &inner.broker {
+        Some(broker) => vec![broker.relay_name()],
+        None => routes.async_targets().into_keys().collect(),
+    }
+}
+
+/// Claims one batch of publications due (left by a process that died, or by a publish that
+/// failed) and publishes each to the broker.
+async fn publish_due(outbox: &Outbox, broker: &BrokerBackend) -> Result<Round> {
+    let names = [broker.relay_name()];
+    let claimed = outbox.log()?.claim_due(&names, PUMP_BATCH, outbox.lease_from_now()).await?;
+    let full = claimed.len() == PUMP_BATCH;
+    let mut failed = Vec::new();
+    for pending in claimed {
+        let key = pending.key();
+        let shared = SharedEvent::new(pending.event);
+        match super::dispatch::publish(broker, &shared).await {
+            Ok(()) => outbox.completed(key),
+            Err(e) => {
+                tracing::warn!(target: "better_auth_events", event_id = %key.event_id, broker = broker.broker().name(), "cannot publish an event from the outbox; it stays pending: {}", crate::ErrorChain(&e));
+                failed.push(key);
+            }
+        }
+    }
+    if failed.is_empty() {
+        return Ok(if full { Round::Full } else { Round::Partial });
+    }
+    outbox.release(&failed).await;
+    // The broker is failing: wait before trying again rather than spin on it.
+    Ok(Round::Refused)
+}
+
 /// Claims one batch of due deliveries, as many as the backend has room for, and hands them
 /// over.
 async fn pump_once(inner: &BusInner, outbox: &Outbox) -> Result<Round> {
+    if let Some(broker) = &inner.broker {
+        return publish_due(outbox, broker).await;
+    }
     let routes = inner.routes.load_full();
     let targets = routes.async_targets();
     if targets.is_empty() {
