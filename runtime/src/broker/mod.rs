@@ -23,6 +23,8 @@
 
 pub mod binding;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres_queue;
 mod recording;
 
 use std::sync::Arc;
@@ -32,6 +34,8 @@ use async_trait::async_trait;
 
 pub use self::binding::Outgoing;
 pub use self::memory::{DeadMessage, MemoryBroker};
+#[cfg(feature = "postgres")]
+pub use self::postgres_queue::PostgresQueue;
 pub use self::recording::{Recorded, RecordingBackend};
 use crate::backend::AsyncBackend;
 use crate::delivery::{Delivery, ShutdownReport};
