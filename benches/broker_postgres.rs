@@ -287,7 +287,9 @@ fn median(v: &[f64]) -> f64 {
 
 fn report() {
     let samples = SAMPLES.lock().expect("samples");
-    println!("\nbroker_postgres, {EVENTS} events end to end (events/s, medians): size, queue, raw_skip_locked, ratio (target ≥ 0.80)");
+    println!(
+        "\nbroker_postgres, {EVENTS} events end to end (events/s, medians): size, queue, raw_skip_locked, ratio (target ≥ 0.80)"
+    );
     for size in SIZES {
         let (Some(ours), Some(raw)) = (samples.get(&("queue", size)), samples.get(&("raw_skip_locked", size))) else {
             continue;

@@ -76,12 +76,13 @@ pub use better_auth_events_runtime::{
     CorrelationMiddleware, DEFAULT_SOURCE, Delivery, DeliveryFailure, Dep, DepRequirement, Dependencies, DynHandlerFn,
     EmitReceipt, EmitStatus, Envelope, Error, ErrorChain, Event, EventBus, EventBusBuilder, EventData, EventError,
     EventHandler, EventInfo, EventMetadata, EventMiddleware, EventQuery, EventRegistration, EventStore, EventType,
-    Flow, FromContext, Handler, HandlerContext, HandlerError, HandlerFuture, HandlerMode, HandlerOptions, IntoEnvelope,
-    IntoHandlerResult, MAX_PAYLOAD_DEPTH, MemoryStore, Order, QueryBuilder, ReplayBuilder, ReplayEngine, ReplayFailure,
-    ReplayProgress, ReplayReport, ReplayUnreadable, Result, RetryPolicy, SPEC_VERSION, ShutdownReport, StoredEvent,
-    TracingMiddleware, TypedEvent, TypedHandlerFn, UnfinishedDelivery, ValidationMode, Worker, WorkerBuilder,
-    WorkerPool, WorkerPoolConfig, WorkerReport, async_trait, broker, current_cause, dlq, ext, new_event_id,
-    registered_events, registered_handlers, replay, schema, store,
+    Flow, ForeignAttributes, FromContext, Handler, HandlerContext, HandlerError, HandlerFuture, HandlerMode,
+    HandlerOptions, IntoEnvelope, IntoHandlerResult, MAX_PAYLOAD_DEPTH, MemoryStore, Order, QueryBuilder,
+    ReplayBuilder, ReplayEngine, ReplayFailure, ReplayProgress, ReplayReport, ReplayUnreadable, Result, RetryPolicy,
+    SPEC_VERSION, ShutdownReport, StoredEvent, TracingMiddleware, TypedEvent, TypedHandlerFn, UnfinishedDelivery,
+    ValidationMode, Worker, WorkerBuilder, WorkerPool, WorkerPoolConfig, WorkerReport, async_trait, broker,
+    cloudevent_uuid, current_cause, dlq, ext, new_event_id, registered_events, registered_handlers, replay, schema,
+    store,
 };
 /// The time types of envelopes and queries (`DateTime<Utc>`), re-exported.
 pub use chrono;

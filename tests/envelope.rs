@@ -306,3 +306,146 @@ async fn attributes_follow_the_cloudevents_rules_on_write_and_on_read() {
     replayed["replay"] = json!("false");
     assert!(!Event::from_cloudevent(replayed).expect("`false` as a string").metadata.replay);
 }
+
+// --- Foreign CloudEvents ----------------------------------------------------------------
+
+const FOREIGN_SOURCE: &str = "https://sensors.example.com/building/7";
+const FOREIGN_SCHEMA: &str = "https://schemas.example.com/reading/v3.json";
+
+/// What another producer writes, built with the official SDK: a non-UUID id (the one of the
+/// spec's examples), its own dataschema, `text/json`, no `time`.
+fn foreign_cloudevent(source: &str) -> serde_json::Value {
+    use cloudevents::{EventBuilder, EventBuilderV10};
+    let event = EventBuilderV10::new()
+        .id("A234-1234-1234")
+        .source(source)
+        .ty("com.example.reading")
+        .extension("region", "eu")
+        .data_with_schema("text/json", FOREIGN_SCHEMA, json!({ "celsius": 21 }))
+        .build()
+        .expect("a valid CloudEvent");
+    assert!(event.time().is_none());
+    serde_json::to_value(&event).expect("the SDK writes JSON")
+}
+
+/// What the SDK reads back of a document we wrote.
+fn read_with_the_sdk(doc: serde_json::Value) -> cloudevents::Event {
+    serde_json::from_value(doc).expect("a valid CloudEvents 1.0 document")
+}
+
+/// A foreign CloudEvent is read as the spec allows (any id, any JSON media type, its own
+/// dataschema, no time) and written back as it was sent.
+#[test]
+fn a_foreign_cloudevent_is_read_and_written_back_as_its_producer_wrote_it() {
+    let doc = foreign_cloudevent(FOREIGN_SOURCE);
+    let event = Event::from_cloudevent(doc.clone()).expect("a foreign CloudEvent is readable");
+    assert_eq!(event.cloudevent_id(), "A234-1234-1234");
+    assert_eq!(event.id, better_auth_events::cloudevent_uuid(FOREIGN_SOURCE, "A234-1234-1234"));
+    assert_eq!(event.dataschema().as_deref(), Some(FOREIGN_SCHEMA));
+    assert_eq!(event.datacontenttype(), "text/json");
+    assert_eq!(event.cloudevent_time(), None);
+    assert!(event.timestamp <= chrono::Utc::now(), "the envelope's time is when it was read");
+    assert_eq!(event.source, FOREIGN_SOURCE);
+    assert_eq!(event.event_type, EventType::Custom("com.example.reading".into()));
+    assert_eq!(event.metadata.extensions.get("region"), Some(&json!("eu")));
+    assert_eq!(event.data, json!({ "celsius": 21 }));
+
+    let written = event.to_cloudevent().expect("written back");
+    assert!(written.get("time").is_none(), "no time is made up: {written}");
+    assert_eq!(written, doc, "the document as the producer wrote it");
+    let theirs = read_with_the_sdk(written);
+    assert_eq!(theirs.id(), "A234-1234-1234");
+    assert_eq!(theirs.source().to_string(), FOREIGN_SOURCE);
+    assert_eq!(theirs.dataschema().map(ToString::to_string).as_deref(), Some(FOREIGN_SCHEMA));
+    assert_eq!(theirs.datacontenttype(), Some("text/json"));
+    assert_eq!(theirs.time(), None);
+    assert_eq!(theirs.extension("region").map(ToString::to_string).as_deref(), Some("eu"));
+    let bytes = event.to_cloudevent_bytes().expect("bytes");
+    let theirs: cloudevents::Event = serde_json::from_slice(&bytes).expect("valid bytes");
+    assert_eq!((theirs.id(), theirs.time()), ("A234-1234-1234", None));
+    // `Serialize` writes the same document.
+    assert_eq!(serde_json::to_value(&event).expect("serialize"), doc);
+}
+
+/// The same foreign event read twice is one event (one envelope id, so stored and
+/// delivered once); the same id from another source is another event.
+#[test]
+fn a_foreign_id_maps_to_one_uuid_per_source_and_id() {
+    let first = Event::from_cloudevent(foreign_cloudevent(FOREIGN_SOURCE)).expect("read");
+    let again = Event::from_cloudevent(foreign_cloudevent(FOREIGN_SOURCE)).expect("read");
+    let elsewhere = Event::from_cloudevent(foreign_cloudevent("/another/producer")).expect("read");
+    assert_eq!(first.id, again.id);
+    assert_ne!(first.id, elsewhere.id);
+    assert_eq!(first.id.get_version_num(), 5);
+    assert_eq!(first.delivery_id("audit"), again.delivery_id("audit"));
+    assert_eq!(elsewhere.cloudevent_id(), "A234-1234-1234");
+
+    // An empty id is still refused.
+    let mut empty = foreign_cloudevent(FOREIGN_SOURCE);
+    empty["id"] = json!("");
+    let err = Event::from_cloudevent(empty).expect_err("an empty id").to_string();
+    assert!(err.contains("attribute `id` is empty"), "{err}");
+}
+
+#[derive(Event, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[event(name = "com.example.reading")]
+struct Reading {
+    celsius: i64,
+}
+
+/// The typed read, the typed ⇄ dynamic conversions and a delivery's CloudEvents JSON keep
+/// what the producer sent.
+#[tokio::test]
+async fn typed_reads_conversions_and_deliveries_keep_the_foreign_attributes() {
+    let typed: Envelope<Reading> = Envelope::from_cloudevent(foreign_cloudevent(FOREIGN_SOURCE)).expect("typed read");
+    assert_eq!(typed.data, Reading { celsius: 21 });
+    assert_eq!((typed.cloudevent_id().as_ref(), typed.cloudevent_time()), ("A234-1234-1234", None));
+    let theirs = read_with_the_sdk(typed.to_cloudevent().expect("typed write"));
+    assert_eq!((theirs.id(), theirs.time(), theirs.datacontenttype()), ("A234-1234-1234", None, Some("text/json")));
+    assert_eq!(theirs.dataschema().map(ToString::to_string).as_deref(), Some(FOREIGN_SCHEMA));
+
+    let dynamic = typed.to_dynamic().expect("to dynamic");
+    assert_eq!(dynamic.metadata, typed.metadata);
+    let back: Envelope<Reading> = dynamic.clone().into_typed().expect("into typed");
+    assert_eq!(back.metadata, typed.metadata);
+    assert_eq!(back.cloudevent_id(), "A234-1234-1234");
+    assert_eq!(back.dataschema().as_deref(), Some(FOREIGN_SCHEMA), "not replaced by ours when typed");
+    assert_eq!(back.cloudevent_time(), None);
+
+    // A delivery shipped by an async backend carries the same document.
+    #[derive(Default)]
+    struct Shipping {
+        docs: Mutex<Vec<Arc<[u8]>>>,
+    }
+    #[async_trait]
+    impl AsyncBackend for Shipping {
+        async fn publish(&self, d: Delivery) -> better_auth_events::Result<()> {
+            self.docs.lock().unwrap().push(d.cloudevent_json()?);
+            Ok(())
+        }
+        async fn close(&self, _: Duration) -> better_auth_events::Result<ShutdownReport> {
+            Ok(ShutdownReport::default())
+        }
+        fn name(&self) -> &str {
+            "shipping"
+        }
+    }
+    let shipping = Arc::new(Shipping::default());
+    let bus = EventBus::builder()
+        .backend(Arc::clone(&shipping))
+        .handler(Handler::dynamic(
+            "com.example.reading",
+            HandlerOptions::asynchronous().name("remote"),
+            async |_: &Event| Ok::<(), HandlerError>(()),
+        ))
+        .try_build()
+        .await
+        .unwrap();
+    let receipt = bus.emit(dynamic).await.expect("emit a foreign event");
+    assert_eq!(receipt.id, typed.id);
+    let docs = shipping.docs.lock().unwrap().clone();
+    assert_eq!(docs.len(), 1);
+    let theirs: cloudevents::Event = serde_json::from_slice(&docs[0]).expect("a valid CloudEvent");
+    assert_eq!((theirs.id(), theirs.time(), theirs.datacontenttype()), ("A234-1234-1234", None, Some("text/json")));
+    assert_eq!(theirs.dataschema().map(ToString::to_string).as_deref(), Some(FOREIGN_SCHEMA));
+}

@@ -309,6 +309,46 @@ async fn the_seed_query_api_works_through_the_bus(store: Arc<dyn EventStore>) {
     assert_eq!(Some(events[0].position), receipt.position);
 }
 
+/// A CloudEvent of another producer, read and stored, reads back as it was sent: its
+/// non-UUID id, its dataschema and media type, and no `time` (the SDK writes it).
+async fn a_foreign_cloudevent_keeps_what_its_producer_sent(store: &dyn EventStore) {
+    use cloudevents::{AttributesReader, EventBuilder, EventBuilderV10};
+    const SCHEMA: &str = "https://schemas.example.com/reading/v3.json";
+    let sent = EventBuilderV10::new()
+        .id("A234-1234-1234")
+        .source("https://sensors.example.com/building/7")
+        .ty("conf.reading")
+        .data_with_schema("text/json", SCHEMA, json!({ "celsius": 21 }))
+        .build()
+        .expect("a valid CloudEvent");
+    let doc = serde_json::to_value(&sent).expect("the SDK writes JSON");
+    let read = Event::from_cloudevent(doc.clone()).expect("a foreign CloudEvent is readable");
+    let outcome = append_one(store, &read).await;
+    assert!(matches!(outcome, AppendOutcome::Stored { .. }), "{outcome:?}");
+    // The same event read again is the same event: a duplicate.
+    let again = Event::from_cloudevent(doc.clone()).expect("read again");
+    assert_eq!(append_one(store, &again).await, AppendOutcome::Duplicate { position: outcome.position() });
+
+    let back = store.get(read.id).await.expect("get").expect("stored").event;
+    assert_eq!(back.id, read.id);
+    assert_eq!(back.cloudevent_id(), "A234-1234-1234");
+    assert_eq!(back.dataschema().as_deref(), Some(SCHEMA));
+    assert_eq!(back.datacontenttype(), "text/json");
+    assert_eq!(back.cloudevent_time(), None);
+    assert_eq!(back.timestamp, read.timestamp, "the time of reading is what the store orders by");
+    assert_eq!(back.metadata, read.metadata);
+    let written = back.to_cloudevent().expect("written back");
+    assert_eq!(written, doc, "the document as the producer wrote it");
+    let theirs: cloudevents::Event = serde_json::from_value(written).expect("a valid CloudEvent");
+    assert_eq!(theirs.id(), "A234-1234-1234");
+    assert_eq!(theirs.time(), None);
+    assert_eq!(theirs.datacontenttype(), Some("text/json"));
+    assert_eq!(theirs.dataschema().map(ToString::to_string).as_deref(), Some(SCHEMA));
+    // Reads by query carry them too.
+    let queried = store.query().event_type("conf.reading").first().await.expect("query").expect("one");
+    assert_eq!(queried.event.cloudevent_id(), "A234-1234-1234");
+}
+
 /// A store under test, and what removes its data (schema, keys, file) when the test
 /// ends, pass or fail: the suite can be re-run and leaves nothing behind.
 struct Fixture {
@@ -357,6 +397,11 @@ macro_rules! conformance_suite {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn stored_events_read_back_as_typed_events() {
             super::stored_events_read_back_as_typed_events(&*fresh().await.store).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_foreign_cloudevent_keeps_what_its_producer_sent() {
+            super::a_foreign_cloudevent_keeps_what_its_producer_sent(&*fresh().await.store).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,7 +56,10 @@ pub use bus::{
 pub use cause::{Cause, current_cause};
 pub use clock::new_event_id;
 pub use delivery::{Delivery, DeliveryFailure, ShutdownReport, UnfinishedDelivery};
-pub use envelope::{DEFAULT_SOURCE, Envelope, Event, EventMetadata, MAX_PAYLOAD_DEPTH, SPEC_VERSION, ext};
+pub use envelope::{
+    DEFAULT_SOURCE, Envelope, Event, EventMetadata, ForeignAttributes, MAX_PAYLOAD_DEPTH, SPEC_VERSION,
+    cloudevent_uuid, ext,
+};
 pub use error::{BoxError, Error, ErrorChain, EventError, HandlerError, Result};
 pub use event::{EventData, EventInfo, EventRegistration, TypedEvent, registered_events};
 pub use event_type::EventType;

@@ -54,7 +54,7 @@ impl Outgoing {
     }
 
     fn from_parts(env: &Envelope<dyn EventData>, json: Arc<[u8]>) -> Self {
-        Self { event_id: env.id, id: env.id.to_string(), event_type: env.event_type.to_string(), json }
+        Self { event_id: env.id, id: env.cloudevent_id().into_owned(), event_type: env.event_type.to_string(), json }
     }
 
     /// The event's id in the bus and its stores.

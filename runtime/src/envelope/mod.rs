@@ -45,7 +45,105 @@ pub struct EventMetadata {
     pub replay: bool,
     /// Any other CloudEvents extension attribute.
     pub extensions: BTreeMap<String, Value>,
+    /// The core CloudEvents attributes of an event read from a document another producer
+    /// wrote, kept as it wrote them so the event is written back the same (see
+    /// [`ForeignAttributes`]); `None` for events of this crate. These are core attributes
+    /// (`id`, `dataschema`, `datacontenttype`, `time`), not extensions: no extension
+    /// attribute may take their names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudevent: Option<Box<ForeignAttributes>>,
 }
+
+/// The core CloudEvents attributes of an event read from a foreign document that the
+/// envelope's own fields cannot carry as the producer wrote them. Kept in
+/// [`EventMetadata::cloudevent`], so the stores keep them with the rest of the metadata, and
+/// written back by [`Envelope::to_cloudevent`] and every other CloudEvents writer.
+///
+/// Read them through [`Envelope::cloudevent_id`], [`Envelope::dataschema`],
+/// [`Envelope::datacontenttype`] and [`Envelope::cloudevent_time`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ForeignAttributes {
+    /// The producer's `id`, when it is not the text of [`Envelope::id`]: any string that is
+    /// not a UUID (the envelope's id is then [`cloudevent_uuid`] of the source and this
+    /// string), or a UUID written in another form (upper case, braces, `urn:uuid:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The producer's `dataschema`, when it is not the one this crate derives from the
+    /// event's name and version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataschema: Option<String>,
+    /// Set when the producer sent no `dataschema` although the event carries a schema
+    /// version: none is written back, where this crate would write its own.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_dataschema: bool,
+    /// The producer's `datacontenttype`, when it is a JSON media type other than
+    /// `application/json` (such as `text/json` or `application/json; charset=utf-8`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datacontenttype: Option<String>,
+    /// Set when the producer sent no `time`: [`Envelope::timestamp`] then holds the time the
+    /// event was read, and no `time` is written back.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_time: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl ForeignAttributes {
+    /// Whether there is nothing to keep: the document was one this crate would have written.
+    pub(crate) fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The namespace of [`cloudevent_uuid`]: the UUIDv5 of
+/// `urn:better-auth-events:cloudevents:id` in the URL namespace.
+const CLOUDEVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0xd6f824a2_21d2_54d6_b709_d532f00cb89a);
+
+/// The [`Envelope::id`] of a CloudEvent whose `id` is not a UUID: a UUIDv5, in the
+/// namespace `d6f824a2-21d2-54d6-b709-d532f00cb89a`, of the event's `source` and `id`.
+///
+/// CloudEvents identifies an event by its source and id together, so the same foreign
+/// event always maps to the same UUID (and is stored once, delivered once per handler),
+/// and two producers' events with the same id map to different ones. The name hashed is
+/// the length of `source` in bytes as 8 big-endian bytes, then `source`, then `id` (UTF-8):
+/// another program can compute the same UUID.
+///
+/// ```
+/// use better_auth_events_runtime::{Event, cloudevent_uuid};
+///
+/// let doc = serde_json::json!({
+///     "specversion": "1.0", "id": "A234-1234-1234", "source": "/mycontext", "type": "com.example.someevent",
+/// });
+/// let event = Event::from_cloudevent(doc)?;
+/// assert_eq!(event.id, cloudevent_uuid("/mycontext", "A234-1234-1234"));
+/// assert_eq!(event.cloudevent_id(), "A234-1234-1234");
+/// # Ok::<(), better_auth_events_runtime::Error>(())
+/// ```
+pub fn cloudevent_uuid(source: &str, id: &str) -> Uuid {
+    let mut name = Vec::with_capacity(8 + source.len() + id.len());
+    name.extend_from_slice(&(source.len() as u64).to_be_bytes());
+    name.extend_from_slice(source.as_bytes());
+    name.extend_from_slice(id.as_bytes());
+    Uuid::new_v5(&CLOUDEVENT_ID_NAMESPACE, &name)
+}
+
+/// The envelope id of a CloudEvent with this `source` and `id`: the UUID itself when `id`
+/// is one (in any of the forms UUIDs are written in), else [`cloudevent_uuid`].
+pub(crate) fn uuid_of_cloudevent_id(source: &str, id: &str) -> Uuid {
+    Uuid::parse_str(id).unwrap_or_else(|_| cloudevent_uuid(source, id))
+}
+
+/// The dataschema this crate writes for an event of this name at this schema version.
+pub(crate) fn our_dataschema(event_type: &str, version: &str) -> String {
+    format!("urn:better-auth-events:schema:{event_type}:{version}")
+}
+
+/// The media type of a CloudEvent's `data` when the producer names none, and the one this
+/// crate writes for its own events.
+pub(crate) const JSON_MEDIA_TYPE: &str = "application/json";
 
 /// An event with its header: id, type, source, subject, time, metadata and payload.
 ///
@@ -205,9 +303,49 @@ impl<T: ?Sized> Envelope<T> {
         }
     }
 
-    /// The dataschema URI of a versioned event: `urn:better-auth-events:schema:NAME:VERSION`.
+    /// The foreign attributes kept in the metadata, if any.
+    fn foreign(&self) -> Option<&ForeignAttributes> {
+        self.metadata.cloudevent.as_deref()
+    }
+
+    /// The event's CloudEvents `dataschema`: the producer's, for an event read from a
+    /// document that named one; else, for a versioned event,
+    /// `urn:better-auth-events:schema:NAME:VERSION`, unless it was read from a document that
+    /// named none.
     pub fn dataschema(&self) -> Option<String> {
-        self.version.as_ref().map(|v| format!("urn:better-auth-events:schema:{}:{}", self.event_type, v))
+        match self.foreign() {
+            Some(ForeignAttributes { dataschema: Some(schema), .. }) => Some(schema.clone()),
+            Some(ForeignAttributes { no_dataschema: true, .. }) => None,
+            _ => self.version.as_ref().map(|v| our_dataschema(self.event_type.as_str(), v)),
+        }
+    }
+
+    /// The event's CloudEvents `id`: the text of [`Envelope::id`], or, for an event read
+    /// from a document whose `id` was not a UUID in its usual form, that `id` as the
+    /// producer wrote it.
+    ///
+    /// The producer's `id` is kept only while it still names this event: it is the one
+    /// [`Envelope::id`] was derived from, with the same `source` (see [`cloudevent_uuid`]).
+    /// Give the event another id or source and this is the text of the new id.
+    pub fn cloudevent_id(&self) -> Cow<'_, str> {
+        match self.foreign().and_then(|f| f.id.as_deref()) {
+            Some(id) if uuid_of_cloudevent_id(&self.source, id) == self.id => Cow::Borrowed(id),
+            _ => Cow::Owned(self.id.to_string()),
+        }
+    }
+
+    /// The media type of the event's payload, its CloudEvents `datacontenttype`: the
+    /// producer's, for an event read from a document that named a JSON type other than
+    /// `application/json`; else `application/json`.
+    pub fn datacontenttype(&self) -> &str {
+        self.foreign().and_then(|f| f.datacontenttype.as_deref()).unwrap_or(JSON_MEDIA_TYPE)
+    }
+
+    /// The event's CloudEvents `time`: [`Envelope::timestamp`], or `None` for an event read
+    /// from a document without a `time` (whose `timestamp` is then the time it was read,
+    /// and whose CloudEvents document has no `time` either).
+    pub fn cloudevent_time(&self) -> Option<DateTime<Utc>> {
+        if self.foreign().is_some_and(|f| f.no_time) { None } else { Some(self.timestamp) }
     }
 
     /// The stable delivery id of this event for one handler: a UUIDv5 of the event id and
