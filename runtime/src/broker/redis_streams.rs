@@ -33,6 +33,10 @@ pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(120);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A consumer of a group that holds nothing and was idle this long (milliseconds) is
+/// deleted when the group is subscribed to again.
+const STALE_CONSUMER_MS: u64 = 60 * 60 * 1000;
+
 /// A consumer blocks in `XREADGROUP` at most this long at a time, so that retries coming
 /// due and messages of dead consumers are picked up while it waits.
 const MAX_BLOCK: Duration = Duration::from_secs(1);
@@ -206,7 +210,9 @@ static DEAD: LazyLock<Script> = LazyLock::new(|| Script::new(DEAD_LUA));
 /// - One consumer group per handler, named after the handler (its name as is: Redis takes
 ///   any string), created at `$` (`XGROUP CREATE {stream} {group} $ MKSTREAM`) by the
 ///   first [`subscribe`](Broker::subscribe) of that handler: a new handler sees the events
-///   published after that. Each [`Consumer`] is a consumer of its group with a unique name.
+///   published after that. Each [`Consumer`] is a consumer of its group with a unique name
+///   (`{pid}-{uuid}`); consumers that hold nothing and were idle for an hour are deleted
+///   when the group is subscribed to again.
 /// - `{stream}:retry:{group}`: a sorted set of the group's entries waiting to be delivered
 ///   again (retried or released), scored by the server time (milliseconds) from which they
 ///   may be.
@@ -571,6 +577,7 @@ impl Broker for RedisStreams {
             return Err(Error::Config("a subscription to RedisStreams needs a group name (the handler's)".into()));
         }
         create_group(s, &subscription.group).await?;
+        prune_consumers(s, &subscription.group).await;
         let reader = match &s.client {
             Some((client, config)) => {
                 Some(Connection(connect(client, config.clone(), s.connect_timeout, &s.url).await?))
@@ -598,6 +605,40 @@ impl Broker for RedisStreams {
     async fn close(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::Release);
         Ok(())
+    }
+}
+
+/// Deletes the consumers of `group` that hold nothing and were idle for an hour (workers
+/// gone: each consumer has a name of its own, so they would pile up in `XINFO CONSUMERS`).
+/// Best effort: a failure is logged. A live consumer deleted by mistake is created again by
+/// its next read.
+async fn prune_consumers(s: &Shared, group: &str) {
+    let mut conn = s.conn.clone();
+    let info: std::result::Result<Value, RedisError> =
+        redis::cmd("XINFO").arg("CONSUMERS").arg(&s.stream).arg(group).query_async(&mut conn).await;
+    let consumers = match info {
+        Ok(Value::Array(consumers)) => consumers,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::debug!(stream = %s.stream, group, error = %e, "cannot list the consumers of a group");
+            return;
+        }
+    };
+    for consumer in consumers {
+        let Ok(fields) = field_pairs(consumer) else { continue };
+        let get = |name: &[u8]| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice());
+        let number = |name: &[u8]| get(name).and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+        let (Some(name), Some(0), Some(idle)) = (get(b"name"), number(b"pending"), number(b"idle")) else { continue };
+        if idle < STALE_CONSUMER_MS {
+            continue;
+        }
+        let deleted: std::result::Result<i64, RedisError> =
+            redis::cmd("XGROUP").arg("DELCONSUMER").arg(&s.stream).arg(group).arg(name).query_async(&mut conn).await;
+        if let Err(e) = deleted {
+            tracing::debug!(stream = %s.stream, group, error = %e, "cannot delete an idle consumer");
+            return;
+        }
+        tracing::debug!(stream = %s.stream, group, consumer = %String::from_utf8_lossy(name), "idle consumer deleted");
     }
 }
 
