@@ -49,8 +49,13 @@ impl Outbox {
     /// The outbox of `store`, if it keeps one.
     pub(crate) fn of(store: &Arc<dyn EventStore>, lease: Duration, poll: Duration) -> Option<Self> {
         store.delivery_log()?;
+        Some(Self::over(store, lease, poll))
+    }
+
+    /// The outbox of `store`, which the caller knows keeps one.
+    pub(crate) fn over(store: &Arc<dyn EventStore>, lease: Duration, poll: Duration) -> Self {
         let (completions, receiver) = mpsc::unbounded_channel();
-        Some(Self {
+        Self {
             store: Arc::clone(store),
             lease,
             poll,
@@ -58,7 +63,12 @@ impl Outbox {
             completions,
             receiver: Mutex::new(Some(receiver)),
             completer: Mutex::new(None),
-        })
+        }
+    }
+
+    /// The store.
+    pub(crate) fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
     }
 
     /// The store's delivery log.
