@@ -1,10 +1,13 @@
 //! `broker_redis`: 20,000 events through Redis Streams, from the first publish until the
 //! handler ran the last one, payloads of 64 B, 1 KiB and 16 KiB.
 //!
-//! - `ours`: `RedisStreams::publish` of each event (one `XADD` in the dedup script, the
-//!   CloudEvents attributes as fields), awaited one after the other, while one consumer
-//!   (`Consumer::fetch` of up to 64, the event decoded, typed, checked, each entry
-//!   acknowledged with `Acker::ack`, the batch's handlers run concurrently) takes them.
+//! - `ours`: an `EventBus` built with `.broker(RedisStreams)` emitting each event (one
+//!   `XADD` in the dedup script, the CloudEvents attributes as fields), awaited one after
+//!   the other, while a `Worker` (concurrency 64, prefetch 64) runs an async handler that
+//!   checks the sign-up and counts, acknowledging each entry with its own `XACK`.
+//! - `ours_transport`: the same without bus and worker: `RedisStreams::publish` of each
+//!   event, and one consumer (`Consumer::fetch` of up to 64, the batch's handlers run
+//!   concurrently, each entry acknowledged with `Acker::ack`).
 //! - `raw` (the baseline the ratio is taken against): the `redis` crate, the same work by
 //!   hand: `XADD {stream} * event {structured CloudEvents JSON}` awaited one after the
 //!   other, a consumer on a connection of its own reading `XREADGROUP ... COUNT 64 BLOCK`,
@@ -22,15 +25,18 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use better_auth_events::Handler;
 use better_auth_events::prelude::*;
 use better_auth_events_runtime::broker::redis;
 use better_auth_events_runtime::broker::{Broker, Outgoing, RedisStreams, Subscription};
 use common::SignupRequested;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use futures::future::join_all;
+use tokio::sync::Notify;
 
 /// Events per sample.
 const EVENTS: usize = 20_000;
@@ -73,8 +79,42 @@ async fn connection() -> redis::aio::MultiplexedConnection {
         .unwrap_or_else(|e| panic!("Redis at {url} is unreachable ({e}); start it with `{START}`"))
 }
 
-/// One sample of `ours`: publish every event, until the consumer handled them all.
-async fn ours(
+/// What the worker's handler counts, and who waits for the count.
+struct Counted {
+    handled: AtomicUsize,
+    done: Notify,
+}
+
+/// The async handler of `ours`: checks the sign-up, counts, and wakes the bench at the last
+/// event of the sample.
+fn counting(counted: &Arc<Counted>) -> Handler {
+    let counted = Arc::clone(counted);
+    Handler::typed(
+        HandlerOptions::asynchronous().name("bench::broker_redis::count"),
+        async move |e: &Envelope<SignupRequested>| {
+            common::check_signup(&e.data)?;
+            if counted.handled.fetch_add(1, Ordering::AcqRel) + 1 == EVENTS {
+                counted.done.notify_one();
+            }
+            Ok(())
+        },
+    )
+}
+
+/// One sample of `ours`: emit every event, until the worker's handler ran them all.
+async fn ours(bus: &EventBus, counted: &Counted, size: usize) -> Duration {
+    counted.handled.store(0, Ordering::Release);
+    let start = Instant::now();
+    let done = counted.done.notified();
+    for _ in 0..EVENTS {
+        bus.emit(SignupRequested::of_size(size)).await.expect("emit");
+    }
+    done.await;
+    start.elapsed()
+}
+
+/// One sample of `ours_transport`: publish every event, until the consumer handled them all.
+async fn ours_transport(
     broker: &RedisStreams,
     consumer: &mut Box<dyn better_auth_events_runtime::broker::Consumer>,
     size: usize,
@@ -233,8 +273,51 @@ fn broker_redis(c: &mut Criterion) {
     group.sampling_mode(SamplingMode::Flat);
     group.throughput(Throughput::Elements(EVENTS as u64));
     for size in SIZES {
-        // Ours.
+        // Ours: a bus and a worker.
         let stream = format!("{prefix}:ours:{size}");
+        let broker = rt
+            .block_on(RedisStreams::builder().url(&url).stream(&stream).build())
+            .unwrap_or_else(|e| panic!("Redis at {url} is unreachable ({e}); start it with `{START}`"));
+        keys.push(stream.clone());
+        keys.push(format!("{stream}:dead"));
+        let counted = Arc::new(Counted { handled: AtomicUsize::new(0), done: Notify::new() });
+        let (bus, stop, worker) = rt.block_on(async {
+            let worker = Worker::builder()
+                .broker(broker.clone())
+                .handler(counting(&counted))
+                .concurrency(PREFETCH)
+                .prefetch(PREFETCH)
+                .build()
+                .await
+                .expect("worker");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let worker = tokio::spawn(worker.run_until(async move {
+                let _ = stopped.await;
+            }));
+            let bus = EventBus::builder().broker(broker).try_build().await.expect("bus");
+            (bus, stop, worker)
+        });
+        group.bench_function(BenchmarkId::new("ours", size), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let t = ours(&bus, &counted, size).await;
+                        record(size, "ours", t);
+                        total += t;
+                    }
+                    total
+                })
+            })
+        });
+        rt.block_on(async {
+            let _ = stop.send(());
+            worker.await.expect("worker task").expect("worker");
+            drop(bus);
+        });
+
+        // Ours, the transport alone.
+        let stream = format!("{prefix}:ours_transport:{size}");
         let broker = rt
             .block_on(RedisStreams::builder().url(&url).stream(&stream).build())
             .unwrap_or_else(|e| panic!("Redis at {url} is unreachable ({e}); start it with `{START}`"));
@@ -242,13 +325,13 @@ fn broker_redis(c: &mut Criterion) {
         let mut consumer = rt.block_on(broker.subscribe(&sub)).expect("subscribe");
         keys.push(stream.clone());
         keys.push(format!("{stream}:dead"));
-        group.bench_function(BenchmarkId::new("ours", size), |b| {
+        group.bench_function(BenchmarkId::new("ours_transport", size), |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        let t = ours(&broker, &mut consumer, size).await;
-                        record(size, "ours", t);
+                        let t = ours_transport(&broker, &mut consumer, size).await;
+                        record(size, "ours_transport", t);
                         total += t;
                     }
                     total
