@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -37,9 +37,12 @@ const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// deleted when the group is subscribed to again.
 const STALE_CONSUMER_MS: u64 = 60 * 60 * 1000;
 
-/// A consumer blocks in `XREADGROUP` at most this long at a time, so that retries coming
-/// due and messages of dead consumers are picked up while it waits.
+/// A consumer blocks in `XREADGROUP` at most this long at a time.
 const MAX_BLOCK: Duration = Duration::from_secs(1);
+/// A consumer reclaims (entries retried or released by the group's consumers, or held too
+/// long by a dead one) at most this often, and sooner when a retry it knows of comes due:
+/// one script call per fetch would double the round trips of a busy consumer.
+const RECLAIM_EVERY: Duration = Duration::from_millis(100);
 /// Without a connection of its own (a broker built from a [`ConnectionManager`]), a
 /// consumer polls this often while it waits.
 const POLL: Duration = Duration::from_millis(50);
@@ -592,6 +595,7 @@ impl Broker for RedisStreams {
             consumer,
             event_types: subscription.event_types.clone(),
             visibility_ms: u64::try_from(vt).unwrap_or(u64::MAX),
+            wake: Mutex::new(None),
         });
         tracing::debug!(stream = %s.stream, group = %group.name, consumer = %group.consumer, "redis streams consumer opened");
         Ok(Box::new(RedisConsumer {
@@ -599,6 +603,7 @@ impl Broker for RedisStreams {
             group,
             reader,
             prefetch: subscription.prefetch.max(1),
+            next_reclaim: Instant::now(),
         }))
     }
 
@@ -670,11 +675,31 @@ struct Group {
     consumer: String,
     event_types: Vec<String>,
     visibility_ms: u64,
+    /// When the earliest entry this consumer retried or released comes due: its next
+    /// `fetch` from then reclaims at once.
+    wake: Mutex<Option<Instant>>,
 }
 
 impl Group {
     fn takes(&self, event_type: &str) -> bool {
         self.event_types.iter().any(|t| t == event_type)
+    }
+
+    fn wake_at(&self, at: Instant) {
+        let mut wake = self.wake.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *wake = Some(wake.map_or(at, |w| w.min(at)));
+    }
+
+    /// The wake-up time, taken when it has come.
+    fn woken(&self, now: Instant) -> (bool, Option<Instant>) {
+        let mut wake = self.wake.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *wake {
+            Some(at) if at <= now => {
+                *wake = None;
+                (true, None)
+            }
+            other => (false, other),
+        }
     }
 }
 
@@ -685,6 +710,8 @@ struct RedisConsumer {
     /// Its own connection for blocking reads, when the broker has a URL.
     reader: Option<Connection>,
     prefetch: usize,
+    /// When `fetch` reclaims next (see [`RECLAIM_EVERY`]).
+    next_reclaim: Instant,
 }
 
 /// The fields of a stream entry and their values, as read.
@@ -827,16 +854,22 @@ impl Consumer for RedisConsumer {
         loop {
             let mut out = Vec::new();
             let mut skip = Vec::new();
-            let (due, next_retry) = self.reclaim(max).await?;
-            self.sort(due, &mut out, &mut skip);
+            let now = Instant::now();
+            let (woken, wake) = self.group.woken(now);
+            if woken || now >= self.next_reclaim {
+                let (due, next_retry) = self.reclaim(max).await?;
+                self.next_reclaim = now + next_retry.map_or(RECLAIM_EVERY, |n| n.min(RECLAIM_EVERY));
+                self.sort(due, &mut out, &mut skip);
+            }
             if out.len() < max {
-                let left = deadline.saturating_duration_since(Instant::now());
+                let now = Instant::now();
+                let left = deadline.saturating_duration_since(now);
                 let block = if out.is_empty() && skip.is_empty() && !left.is_zero() {
-                    let mut b = left.min(MAX_BLOCK);
-                    if let Some(next) = next_retry {
-                        b = b.min(next.max(Duration::from_millis(1)));
+                    let mut b = left.min(MAX_BLOCK).min(self.next_reclaim.saturating_duration_since(now));
+                    if let Some(at) = wake {
+                        b = b.min(at.saturating_duration_since(now));
                     }
-                    Some(b)
+                    Some(b.max(Duration::from_millis(1)))
                 } else {
                     None
                 };
@@ -871,6 +904,7 @@ struct RedisAcker {
 impl RedisAcker {
     async fn schedule(&self, delay: Duration, what: &str) -> Result<()> {
         let s = &self.shared;
+        self.group.wake_at(Instant::now() + delay);
         let mut conn = s.conn.clone();
         let _: i64 = RETRY
             .key(&self.group.retry)
