@@ -29,6 +29,8 @@ struct OrderPlaced {
 enum Backend {
     Memory,
     Postgres,
+    #[cfg(feature = "redis")]
+    Redis,
 }
 
 /// What a broker does with a second publish of one event id.
@@ -69,6 +71,17 @@ impl Backend {
                     better_auth_events::broker::PostgresQueue::with_poll_interval(store, Duration::from_millis(200));
                 // A second publish while the first is pending adds nothing.
                 Opened { broker: Arc::new(queue), duplicates: Duplicates::Dropped, ordered: true }
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis => {
+                let url = std::env::var("BAE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+                let broker = better_auth_events::broker::RedisStreams::builder()
+                    .url(url)
+                    .stream(format!("bae_test:{id}:events"))
+                    .build()
+                    .await?;
+                // Within the dedup window (2 minutes), a second publish adds nothing.
+                Opened { broker: Arc::new(broker), duplicates: Duplicates::Dropped, ordered: true }
             }
         })
     }
@@ -374,4 +387,9 @@ macro_rules! conformance {
 conformance! {
     memory => Backend::Memory,
     postgres => Backend::Postgres,
+}
+
+#[cfg(feature = "redis")]
+conformance! {
+    redis => Backend::Redis,
 }

@@ -26,6 +26,8 @@ mod memory;
 #[cfg(feature = "postgres")]
 mod postgres_queue;
 mod recording;
+#[cfg(feature = "redis")]
+mod redis_streams;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,10 +39,16 @@ pub use self::memory::{DeadMessage, MemoryBroker};
 #[cfg(feature = "postgres")]
 pub use self::postgres_queue::PostgresQueue;
 pub use self::recording::{Recorded, RecordingBackend};
+#[cfg(feature = "redis")]
+pub use self::redis_streams::{RedisStreams, RedisStreamsBuilder};
 use crate::backend::AsyncBackend;
 use crate::delivery::{Delivery, ShutdownReport};
 use crate::envelope::Event;
 use crate::error::Result;
+/// The `redis` crate [`RedisStreams`] is built on, to hand it a connection of the same
+/// version ([`RedisStreamsBuilder::connection`]).
+#[cfg(feature = "redis")]
+pub use ::redis;
 
 /// A message broker that carries events from the processes that emit them to the
 /// [`crate::Worker`]s that handle them.
