@@ -20,6 +20,8 @@
 //! and, for tests, [`RecordingBackend`], which records what would be published.
 
 pub mod binding;
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq;
 mod recording;
 
 use std::sync::Arc;
@@ -28,6 +30,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use self::binding::Outgoing;
+#[cfg(feature = "rabbitmq")]
+pub use self::rabbitmq::{RabbitMq, RabbitMqBuilder, lapin};
 pub use self::recording::{Recorded, RecordingBackend};
 use crate::backend::AsyncBackend;
 use crate::delivery::{Delivery, ShutdownReport};
