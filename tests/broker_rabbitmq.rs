@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use better_auth_events::Event;
-use better_auth_events_runtime::broker::lapin::options::{
+use better_auth_events::broker::lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
-use better_auth_events_runtime::broker::lapin::types::{AMQPValue, FieldTable, ShortString};
-use better_auth_events_runtime::broker::lapin::{self, BasicProperties, Channel, Connection, ConnectionProperties};
-use better_auth_events_runtime::broker::{Broker, Consumer, Inbound, Outgoing, RabbitMq, Subscription};
+use better_auth_events::broker::lapin::types::{AMQPValue, FieldTable, ShortString};
+use better_auth_events::broker::lapin::{self, BasicProperties, Channel, Connection, ConnectionProperties};
+use better_auth_events::broker::{Broker, Consumer, Inbound, Outgoing, RabbitMq, Subscription};
 use cloudevents::{AttributesReader, EventBuilder, EventBuilderV10};
 use serde_json::json;
 use uuid::Uuid;
