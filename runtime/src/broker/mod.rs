@@ -25,6 +25,8 @@ pub mod binding;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres_queue;
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq;
 mod recording;
 #[cfg(feature = "redis")]
 mod redis_streams;
@@ -38,6 +40,8 @@ pub use self::binding::Outgoing;
 pub use self::memory::{DeadMessage, MemoryBroker};
 #[cfg(feature = "postgres")]
 pub use self::postgres_queue::PostgresQueue;
+#[cfg(feature = "rabbitmq")]
+pub use self::rabbitmq::{RabbitMq, RabbitMqBuilder, lapin};
 pub use self::recording::{Recorded, RecordingBackend};
 #[cfg(feature = "redis")]
 pub use self::redis_streams::{RedisStreams, RedisStreamsBuilder};
