@@ -20,6 +20,8 @@
 //! and, for tests, [`RecordingBackend`], which records what would be published.
 
 pub mod binding;
+#[cfg(feature = "nats")]
+mod nats;
 mod recording;
 
 use std::sync::Arc;
@@ -28,6 +30,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use self::binding::Outgoing;
+#[cfg(feature = "nats")]
+pub use self::nats::{NatsJetStream, NatsJetStreamBuilder};
 pub use self::recording::{Recorded, RecordingBackend};
 use crate::backend::AsyncBackend;
 use crate::delivery::{Delivery, ShutdownReport};
