@@ -79,8 +79,9 @@ pub use better_auth_events_runtime::{
     Flow, FromContext, Handler, HandlerContext, HandlerError, HandlerFuture, HandlerMode, HandlerOptions, IntoEnvelope,
     IntoHandlerResult, MAX_PAYLOAD_DEPTH, MemoryStore, Order, QueryBuilder, ReplayBuilder, ReplayEngine, ReplayFailure,
     ReplayProgress, ReplayReport, ReplayUnreadable, Result, RetryPolicy, SPEC_VERSION, ShutdownReport, StoredEvent,
-    TracingMiddleware, TypedEvent, TypedHandlerFn, UnfinishedDelivery, ValidationMode, WorkerPool, WorkerPoolConfig,
-    async_trait, current_cause, dlq, ext, new_event_id, registered_events, registered_handlers, replay, schema, store,
+    TracingMiddleware, TypedEvent, TypedHandlerFn, UnfinishedDelivery, ValidationMode, Worker, WorkerBuilder,
+    WorkerPool, WorkerPoolConfig, WorkerReport, async_trait, broker, current_cause, dlq, ext, new_event_id,
+    registered_events, registered_handlers, replay, schema, store,
 };
 /// The time types of envelopes and queries (`DateTime<Utc>`), re-exported.
 pub use chrono;
@@ -93,7 +94,7 @@ pub mod prelude {
     pub use better_auth_events_runtime::{
         AsyncBackend, Backoff, BackpressurePolicy, CorrelationMiddleware, Dep, EmitReceipt, Envelope, Event, EventBus,
         EventData, EventMiddleware, EventStore, EventType, Flow, HandlerContext, HandlerError, HandlerOptions,
-        MemoryStore, RetryPolicy, TracingMiddleware, TypedEvent, WorkerPool, async_trait, registered_events,
+        MemoryStore, RetryPolicy, TracingMiddleware, TypedEvent, Worker, WorkerPool, async_trait, registered_events,
         registered_handlers,
     };
     pub use schemars::JsonSchema;

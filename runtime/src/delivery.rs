@@ -359,7 +359,7 @@ impl Delivery {
 }
 
 /// The longest wait before a retry, whatever a handler asks for: a month.
-const LONGEST_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
+pub(crate) const LONGEST_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// What one attempt of a delivery leaves to do.
 pub(crate) enum Attempt {

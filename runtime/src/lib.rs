@@ -45,6 +45,7 @@ pub mod replay;
 mod route;
 pub mod schema;
 pub mod store;
+mod worker;
 
 pub use async_trait::async_trait;
 
@@ -66,6 +67,7 @@ pub use handler::{
 pub use middleware::{CorrelationMiddleware, EventMiddleware, Flow, TracingMiddleware};
 pub use replay::{ReplayBuilder, ReplayEngine, ReplayFailure, ReplayProgress, ReplayReport, ReplayUnreadable};
 pub use store::{AppendOutcome, EventQuery, EventStore, MemoryStore, Order, QueryBuilder, StoredEvent};
+pub use worker::{Worker, WorkerBuilder, WorkerReport};
 
 /// What generated code uses. Not public API: anything here may change in any release.
 #[doc(hidden)]

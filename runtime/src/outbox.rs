@@ -61,6 +61,11 @@ impl Outbox {
         })
     }
 
+    /// The store.
+    pub(crate) fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
     /// The store's delivery log.
     pub(crate) fn log(&self) -> Result<&dyn DeliveryLog> {
         self.store

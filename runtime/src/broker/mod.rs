@@ -17,9 +17,12 @@
 //! | `nats` | `NatsJetStream`: a stream, one durable pull consumer per handler |
 //! | `postgres` | `PostgresQueue`: the event store's own delivery table, no broker |
 //!
-//! and, for tests, [`RecordingBackend`], which records what would be published.
+//! and [`MemoryBroker`] (in one process, with the same semantics: for tests, or a producer
+//! and its workers in one process), and, for unit tests, [`RecordingBackend`], which
+//! records what would be published.
 
 pub mod binding;
+mod memory;
 #[cfg(feature = "nats")]
 mod nats;
 mod recording;
@@ -30,6 +33,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use self::binding::Outgoing;
+pub use self::memory::{DeadMessage, MemoryBroker};
 #[cfg(feature = "nats")]
 pub use self::nats::{NatsJetStream, NatsJetStreamBuilder};
 pub use self::recording::{Recorded, RecordingBackend};
