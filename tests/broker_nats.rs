@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream::Stream};
 use better_auth_events::Event;
-use better_auth_events_runtime::broker::{Broker, Consumer, Inbound, NatsJetStream, Outgoing, Subscription};
+use better_auth_events::broker::{Broker, Consumer, Inbound, NatsJetStream, Outgoing, Subscription};
 use cloudevents::message::{BinaryDeserializer, BinarySerializer, MessageAttributeValue};
 use cloudevents::{AttributesReader, EventBuilder, EventBuilderV10};
 use serde_json::json;
