@@ -23,6 +23,8 @@
 
 pub mod binding;
 mod memory;
+#[cfg(feature = "nats")]
+mod nats;
 #[cfg(feature = "postgres")]
 mod postgres_queue;
 #[cfg(feature = "rabbitmq")]
@@ -38,6 +40,8 @@ use async_trait::async_trait;
 
 pub use self::binding::Outgoing;
 pub use self::memory::{DeadMessage, MemoryBroker};
+#[cfg(feature = "nats")]
+pub use self::nats::{NatsJetStream, NatsJetStreamBuilder};
 #[cfg(feature = "postgres")]
 pub use self::postgres_queue::PostgresQueue;
 #[cfg(feature = "rabbitmq")]
