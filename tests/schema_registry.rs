@@ -255,3 +255,46 @@ fn a_version_that_goes_backwards_is_refused() {
     registry.register(at("1.0.0")).expect("the same schema again is fine");
     registry.register(at("1.1.0")).expect("a later version");
 }
+
+/// A renamed field is carried by the generated upcaster (new code reads old events), so
+/// BACKWARD takes the rename as a minor change; FORWARD and FULL, which also ask old code
+/// to read new events, refuse it and say why.
+#[test]
+fn a_rename_is_a_minor_change_under_backward_only() {
+    let v1 = user_created_v1;
+    let v2 = |version: &str| {
+        EventSchema::builder()
+            .name("user.created")
+            .version(version)
+            .field("user_id", FieldType::String, true)
+            .field("email_address", FieldType::String, true)
+            .build()
+            .with_rename("email_address", "email")
+    };
+
+    let mut backward = SchemaRegistry::with_mode(CompatibilityMode::Backward);
+    backward.register(v1()).expect("1.0.0");
+    let err = backward.register(v2("1.0.1")).expect_err("a rename is more than a patch");
+    assert!(err.to_string().contains("field `email` renamed to `email_address`"), "{err}");
+    backward.register(v2("1.1.0")).expect("a rename is a minor change under BACKWARD");
+    // Without the rename declared, the same schema drops `email` and adds a required field.
+    let mut undeclared = SchemaRegistry::with_mode(CompatibilityMode::Backward);
+    undeclared.register(v1()).expect("1.0.0");
+    let mut plain = v2("1.1.0");
+    plain.renames.clear();
+    undeclared.register(plain).expect_err("an undeclared rename breaks BACKWARD");
+
+    for mode in [CompatibilityMode::Forward, CompatibilityMode::Full] {
+        let mut registry = SchemaRegistry::with_mode(mode);
+        registry.register(v1()).expect("1.0.0");
+        let err = registry.register(v2("1.1.0")).expect_err("old readers cannot read the new key").to_string();
+        assert!(err.contains("BACKWARD compatible only"), "{mode}: {err}");
+        registry.register(v2("2.0.0")).expect("a major bump is allowed");
+    }
+    let mut fresh = SchemaRegistry::with_mode(CompatibilityMode::Backward);
+    fresh.register(v1()).expect("1.0.0");
+    assert!(fresh.check_compatibility(&v2("1.1.0")).is_compatible(), "the report agrees with register");
+    let mut forward = SchemaRegistry::with_mode(CompatibilityMode::Forward);
+    forward.register(v1()).expect("1.0.0");
+    assert!(!forward.check_compatibility(&v2("1.1.0")).is_compatible());
+}

@@ -46,6 +46,19 @@ fn update_mode_creates_a_missing_directory() {
     );
 }
 
+/// The built-in authentication events are locked in this repository (`auth.lock/`, checked
+/// by `tests/built_in_snapshots.rs`), never in a user's directory: update mode writes the
+/// program's own events only.
+#[test]
+fn update_mode_writes_only_the_programs_own_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = check_snapshots_with(dir.path(), true).unwrap();
+    assert!(report.written.iter().all(|id| id.starts_with("snap.")), "{:?}", report.written);
+    assert!(!dir.path().join("session.expired@1.0.0.json").exists(), "a built-in event was written");
+    let check = check_snapshots_with(dir.path(), false).unwrap();
+    assert!(check.missing.is_empty(), "built-in events are not reported missing: {:?}", check.missing);
+}
+
 #[test]
 fn update_mode_records_schemas_and_check_mode_then_passes() {
     let dir = tempfile::tempdir().unwrap();

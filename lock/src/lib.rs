@@ -22,7 +22,7 @@ mod version;
 
 pub use bump::{Bump, BumpTooSmall};
 pub use name::name_problem;
-pub use shape::{FieldShape, ShapeChange, diff};
+pub use shape::{FieldShape, ShapeChange, diff, diff_renamed};
 pub use snapshot::{Error, Snapshot, file_name, previous_of, versions_of};
 pub use version::version_precedes;
 

@@ -55,6 +55,15 @@ pub enum ShapeChange {
         /// Its key.
         key: String,
     },
+    /// A field was renamed (`#[event(renamed_from = "..")]`): the generated upcaster moves
+    /// the old key to the new one, so new code reads old events (BACKWARD compatible), but
+    /// code that knows only the old key cannot read new events (not FORWARD compatible).
+    Renamed {
+        /// The key before.
+        from: String,
+        /// The key now.
+        to: String,
+    },
 }
 
 impl ShapeChange {
@@ -66,14 +75,15 @@ impl ShapeChange {
             | Self::TypeChanged { key, .. }
             | Self::BecameRequired { key }
             | Self::BecameOptional { key } => key,
+            Self::Renamed { to, .. } => to,
         }
     }
 
     /// Whether the change breaks BACKWARD compatibility of a closed content model (a Rust
-    /// struct never carries unknown fields): everything but an added optional field or a
-    /// field that became optional.
+    /// struct never carries unknown fields): everything but an added optional field, a
+    /// field that became optional, and a rename the upcaster carries.
     pub fn is_breaking(&self) -> bool {
-        !matches!(self, Self::Added { optional: true, .. } | Self::BecameOptional { .. })
+        !matches!(self, Self::Added { optional: true, .. } | Self::BecameOptional { .. } | Self::Renamed { .. })
     }
 }
 
@@ -86,6 +96,7 @@ impl fmt::Display for ShapeChange {
             Self::TypeChanged { key, from, to } => write!(f, "field `{key}` changed type from `{from}` to `{to}`"),
             Self::BecameRequired { key } => write!(f, "field `{key}` became required"),
             Self::BecameOptional { key } => write!(f, "field `{key}` became optional"),
+            Self::Renamed { from, to } => write!(f, "field `{from}` renamed to `{to}`"),
         }
     }
 }
@@ -93,20 +104,47 @@ impl fmt::Display for ShapeChange {
 /// The changes from `old` to `new`: first the fields of `old` in their order, then the
 /// fields only `new` has.
 pub fn diff(old: &[FieldShape], new: &[FieldShape]) -> Vec<ShapeChange> {
+    diff_renamed(old, new, &[])
+}
+
+/// [`diff`] with the renames `new` declares, as `(new_key, old_key)` pairs: a field of
+/// `old` under `old_key` is compared with the field of `new` under `new_key` (its type and
+/// optionality), and the pair is one [`ShapeChange::Renamed`] rather than a removal and an
+/// addition. A rename whose old key `old` lacks, or whose new key `old` has already, is
+/// not one and is ignored.
+pub fn diff_renamed<'a>(old: &'a [FieldShape], new: &[FieldShape], renames: &[(&'a str, &'a str)]) -> Vec<ShapeChange> {
+    let renamed: Vec<(&str, &str)> = renames
+        .iter()
+        .copied()
+        .filter(|(to, from)| {
+            old.iter().any(|o| o.key == *from)
+                && !old.iter().any(|o| o.key == *to)
+                && new.iter().any(|n| n.key == *to)
+                && !new.iter().any(|n| n.key == *from)
+        })
+        .collect();
+    // The key each old field has in `new`.
+    let key_in_new = |o: &'a FieldShape| -> &'a str {
+        renamed.iter().find(|(_, from)| *from == o.key).map_or(o.key.as_str(), |(to, _)| to)
+    };
     let mut out = Vec::new();
     for o in old {
-        match new.iter().find(|n| n.key == o.key) {
+        let key = key_in_new(o);
+        if key != o.key {
+            out.push(ShapeChange::Renamed { from: o.key.clone(), to: key.to_owned() });
+        }
+        match new.iter().find(|n| n.key == key) {
             None => out.push(ShapeChange::Removed { key: o.key.clone() }),
             Some(n) if n.ty != o.ty => {
-                out.push(ShapeChange::TypeChanged { key: o.key.clone(), from: o.ty.clone(), to: n.ty.clone() })
+                out.push(ShapeChange::TypeChanged { key: key.to_owned(), from: o.ty.clone(), to: n.ty.clone() })
             }
-            Some(n) if n.optional && !o.optional => out.push(ShapeChange::BecameOptional { key: o.key.clone() }),
-            Some(n) if !n.optional && o.optional => out.push(ShapeChange::BecameRequired { key: o.key.clone() }),
+            Some(n) if n.optional && !o.optional => out.push(ShapeChange::BecameOptional { key: key.to_owned() }),
+            Some(n) if !n.optional && o.optional => out.push(ShapeChange::BecameRequired { key: key.to_owned() }),
             Some(_) => {}
         }
     }
     for n in new {
-        if !old.iter().any(|o| o.key == n.key) {
+        if !old.iter().any(|o| key_in_new(o) == n.key) {
             out.push(ShapeChange::Added { key: n.key.clone(), optional: n.optional });
         }
     }
@@ -140,6 +178,30 @@ mod tests {
         let breaking: Vec<bool> = changes.iter().map(ShapeChange::is_breaking).collect();
         assert_eq!(breaking, [true, true, false, true, false]);
         assert!(diff(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn a_declared_rename_is_one_compatible_change_and_its_field_is_still_compared() {
+        let old = [f("id", "String", false), f("email", "String", false)];
+        let new = [f("id", "String", false), f("email_address", "String", false)];
+        let changes = diff_renamed(&old, &new, &[("email_address", "email")]);
+        assert_eq!(changes, [ShapeChange::Renamed { from: "email".into(), to: "email_address".into() }]);
+        assert!(!changes[0].is_breaking());
+        assert_eq!(changes[0].to_string(), "field `email` renamed to `email_address`");
+        // Undeclared, the same change is a removal and an addition.
+        assert_eq!(diff(&old, &new).len(), 2);
+        assert!(diff(&old, &new).iter().any(ShapeChange::is_breaking));
+        // A renamed field whose type changed too is still a breaking change.
+        let retyped = [f("id", "String", false), f("email_address", "u64", false)];
+        let changes = diff_renamed(&old, &retyped, &[("email_address", "email")]);
+        assert_eq!(
+            changes[1],
+            ShapeChange::TypeChanged { key: "email_address".into(), from: "String".into(), to: "u64".into() }
+        );
+        assert!(changes[1].is_breaking());
+        // A rename from a key the old shape lacks is no rename.
+        let changes = diff_renamed(&old, &new, &[("email_address", "mail")]);
+        assert!(changes.iter().all(|c| !matches!(c, ShapeChange::Renamed { .. })));
     }
 
     #[test]

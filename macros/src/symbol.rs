@@ -8,6 +8,7 @@ pub(crate) const PII: &str = "pii";
 pub(crate) const PREVIOUS: &str = "previous";
 pub(crate) const UPCAST: &str = "upcast";
 pub(crate) const RENAMED_FROM: &str = "renamed_from";
+pub(crate) const DROP_VERSIONS_BEFORE: &str = "drop_versions_before";
 
 pub(crate) const ASYNC: &str = "async";
 pub(crate) const SYNC: &str = "sync";
@@ -21,7 +22,7 @@ pub(crate) const MAX_DELAY: &str = "max_delay";
 pub(crate) const JITTER: &str = "jitter";
 
 /// Container keys of `#[event(..)]`.
-pub(crate) const EVENT_KEYS: &[&str] = &[NAME, VERSION, PREVIOUS, UPCAST, CRATE];
+pub(crate) const EVENT_KEYS: &[&str] = &[NAME, VERSION, PREVIOUS, UPCAST, DROP_VERSIONS_BEFORE, CRATE];
 /// Field keys of `#[event(..)]`.
 pub(crate) const FIELD_KEYS: &[&str] = &[PII, RENAMED_FROM];
 /// Keys of `#[handler(..)]`.

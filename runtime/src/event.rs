@@ -29,6 +29,10 @@ pub trait TypedEvent: Serialize + DeserializeOwned + schemars::JsonSchema + Send
     const PII_FIELDS: &'static [&'static str] = &[];
     /// `(new_key, old_key)` of fields marked `#[event(renamed_from = "old_key")]`.
     const RENAMED_FIELDS: &'static [(&'static str, &'static str)] = &[];
+    /// `#[event(drop_versions_before = "2.0.0")]`: stored events of earlier versions are
+    /// not read as this type (there is no upcaster from them); reading one is an error that
+    /// says so.
+    const DROPPED_BEFORE: Option<&'static str> = None;
     /// `(json_key, type_as_written, optional)` of every serialized field, as the snapshot
     /// check of the derive records them in `events.lock/`.
     #[doc(hidden)]
@@ -240,6 +244,9 @@ pub struct EventInfo {
     /// `(json_key, type_as_written, optional)` of every serialized field, as the derive's
     /// compile-time snapshot check records them.
     pub field_shapes: &'static [(&'static str, &'static str, bool)],
+    /// Whether it is one of the built-in authentication events of `better_auth_events::auth`
+    /// (locked in that crate's repository, not in yours).
+    pub built_in: bool,
 }
 
 /// The module of the built-in authentication events (`better_auth_events::auth`).
@@ -286,6 +293,7 @@ pub fn registered_events() -> Vec<EventInfo> {
             pii_fields: r.pii_fields,
             schema: (r.schema)(),
             field_shapes: r.field_shapes,
+            built_in: r.is_built_in(),
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(b.name).then_with(|| a.version.cmp(&b.version)));

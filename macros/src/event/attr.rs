@@ -6,7 +6,10 @@ use syn::meta::ParseNestedMeta;
 
 use crate::attr::Attr;
 use crate::ctxt::Ctxt;
-use crate::symbol::{self, CRATE, EVENT, EVENT_KEYS, FIELD_KEYS, NAME, PII, PREVIOUS, RENAMED_FROM, UPCAST, VERSION};
+use crate::symbol::{
+    self, CRATE, DROP_VERSIONS_BEFORE, EVENT, EVENT_KEYS, FIELD_KEYS, NAME, PII, PREVIOUS, RENAMED_FROM, UPCAST,
+    VERSION,
+};
 
 const EVENT_ATTRIBUTE: &str = "event attribute";
 const FIELD_ATTRIBUTE: &str = "field attribute";
@@ -23,6 +26,8 @@ pub(crate) struct Container {
     pub(crate) previous: Option<syn::Type>,
     /// `upcast = "manual"` or `"auto"`.
     pub(crate) upcast: Option<syn::LitStr>,
+    /// `drop_versions_before = "2.0.0"`: older stored events are not read.
+    pub(crate) drop_versions_before: Option<syn::LitStr>,
     /// serde's `rename_all` (the serialize side).
     pub(crate) rename_all: Option<String>,
     /// serde's container `default`: every field may be absent.
@@ -106,6 +111,7 @@ impl Container {
         let mut krate = Attr::none(cx, EVENT_ATTRIBUTE, CRATE);
         let mut previous = Attr::none(cx, EVENT_ATTRIBUTE, PREVIOUS);
         let mut upcast = Attr::none(cx, EVENT_ATTRIBUTE, UPCAST);
+        let mut drop_versions_before = Attr::none(cx, EVENT_ATTRIBUTE, DROP_VERSIONS_BEFORE);
         let mut rename_all = None;
         let mut serde_default = false;
 
@@ -159,6 +165,8 @@ impl Container {
                             }
                         }
                     }
+                    DROP_VERSIONS_BEFORE => drop_versions_before
+                        .set_opt(&meta.path, string_value(cx, &meta, DROP_VERSIONS_BEFORE, "\"2.0.0\"")),
                     PII => {
                         cx.error_spanned_by(
                             &meta.path,
@@ -193,6 +201,7 @@ impl Container {
             krate: krate.get(),
             previous: previous.get(),
             upcast: upcast.get(),
+            drop_versions_before: drop_versions_before.get(),
             rename_all,
             serde_default,
         }

@@ -12,6 +12,7 @@ pub(crate) fn check(cx: &Ctxt, cont: &Container<'_>) {
     check_name(cx, cont);
     check_version(cx, cont);
     check_upcast(cx, cont);
+    check_drop_versions_before(cx, cont);
     check_fields(cx, cont);
 }
 
@@ -65,6 +66,32 @@ fn check_version(cx: &Ctxt, cont: &Container<'_>) {
         cx.error_spanned_by(
             lit,
             format!("invalid event version `{value}`: {e}; use a full semver version such as `1.0.0`"),
+        );
+    }
+}
+
+fn check_drop_versions_before(cx: &Ctxt, cont: &Container<'_>) {
+    let Some(lit) = &cont.attrs.drop_versions_before else { return };
+    let value = lit.value();
+    let first = match parse_version(&value) {
+        Ok(v) => v,
+        Err(e) => {
+            cx.error_spanned_by(
+                lit,
+                format!("invalid version `{value}` in `drop_versions_before`: {e}; use a full semver version such as `2.0.0`"),
+            );
+            return;
+        }
+    };
+    if let Ok(own) = parse_version(&cont.version())
+        && first > own
+    {
+        cx.error_spanned_by(
+            lit,
+            format!(
+                "`drop_versions_before = \"{value}\"` is after the event's own version {own}: this type would not read \
+                 its own events; give a version up to {own}"
+            ),
         );
     }
 }

@@ -33,6 +33,11 @@ pub(crate) fn expand(cont: &Container<'_>, tracked: &[PathBuf]) -> TokenStream {
     let shape_types = cont.serialized_fields().map(|(f, _)| f.type_string());
     let shape_optional = cont.serialized_fields().map(|(f, _)| f.optional(&cont.attrs));
 
+    let dropped_before = match &cont.attrs.drop_versions_before {
+        Some(lit) => quote!(::core::option::Option::Some(#lit)),
+        None => quote!(::core::option::Option::None),
+    };
+
     let previous = cont.attrs.previous.as_ref().map(|prev| {
         let registration = if cont.attrs.manual_upcast() {
             quote_spanned!(prev.span()=> #private::UpcasterRegistration::manual_of::<#ident>())
@@ -76,6 +81,7 @@ pub(crate) fn expand(cont: &Container<'_>, tracked: &[PathBuf]) -> TokenStream {
                 const VERSION: &'static str = #version;
                 const PII_FIELDS: &'static [&'static str] = &[#(#pii_keys),*];
                 const RENAMED_FIELDS: &'static [(&'static str, &'static str)] = &[#((#rename_new, #rename_old)),*];
+                const DROPPED_BEFORE: ::core::option::Option<&'static str> = #dropped_before;
                 const FIELD_SHAPES: &'static [(&'static str, &'static str, bool)] =
                     &[#((#shape_keys, #shape_types, #shape_optional)),*];
             }

@@ -74,7 +74,56 @@ pub(crate) fn check(cont: &Container<'_>) -> syn::Result<Vec<PathBuf>> {
     }
     let Some((previous, previous_path)) = lock::previous_of(&dir, &name, &this) else { return Ok(Vec::new()) };
     let Some(old) = read(&previous_path)?.fields else { return Ok(vec![previous_path]) };
-    let changes = lock::diff(&old, &fields);
+    // A field renamed with `renamed_from` is read from old events by the generated
+    // upcaster: one compatible change, not a removal and an addition.
+    let renames: Vec<(String, String)> = cont
+        .serialized_fields()
+        .filter_map(|(f, key)| f.attrs.renamed_from.as_ref().map(|old| (key.to_string(), old.value())))
+        .collect();
+    let renames: Vec<(&str, &str)> = renames.iter().map(|(n, o)| (n.as_str(), o.as_str())).collect();
+    let changes = lock::diff_renamed(&old, &fields, &renames);
+    if cont.attrs.previous.is_none()
+        && let Some(lock::ShapeChange::Renamed { from, to }) =
+            changes.iter().find(|c| matches!(c, lock::ShapeChange::Renamed { .. }))
+    {
+        let span = cont
+            .serialized_fields()
+            .find(|(_, key)| key == to)
+            .and_then(|(f, _)| f.attrs.renamed_from.as_ref().map(syn::LitStr::span))
+            .unwrap_or_else(|| cont.version_span());
+        return Err(syn::Error::new(
+            span,
+            format!(
+                "`{name}` renames `{from}` to `{to}` since {previous}, but declares no `previous`: the upcaster that \
+                 moves `{from}` to `{to}` in {previous} events is generated from it; add `previous = <the {previous} \
+                 type>` to `#[event(..)]`"
+            ),
+        ));
+    }
+    // A new major version must say how the released one is read: stored events outlive
+    // the code that wrote them.
+    let new_major = previous.major != this.major || (this.major == 0 && previous.minor != this.minor);
+    let dropped = cont
+        .attrs
+        .drop_versions_before
+        .as_ref()
+        .and_then(|lit| semver::Version::parse(&lit.value()).ok())
+        .is_some_and(|first| previous < first);
+    if new_major && cont.attrs.previous.is_none() && !dropped {
+        return Err(syn::Error::new(
+            cont.version_span(),
+            format!(
+                "`{name}` {version} is a new major version after {previous} (`events.lock/{}`), but says nothing \
+                 about how stored {previous} events are read; add one of these to `#[event(..)]`:\n\
+                 - `previous = <the {previous} type>`: a generated upcaster moves {previous} events to {version};\n\
+                 - `previous = <the {previous} type>, upcast = \"manual\"`: you write the conversion \
+                 (`impl Upcast<..> for ..`);\n\
+                 - `drop_versions_before = \"{version}\"`: events before {version} are no longer read (reading one \
+                 is an error)",
+                lock::file_name(&name, &previous.to_string()),
+            ),
+        ));
+    }
     if let Err(BumpTooSmall { actual, needed, smallest }) = Bump::check(&previous, &this, Bump::required_by(&changes)) {
         let why = if needed == Bump::Major {
             "breaks BACKWARD compatibility (a Rust struct is a closed content model)"

@@ -43,7 +43,7 @@ use crate::event::{EventData, EventRegistration, TypedEvent};
 pub use better_auth_events_lock::Bump;
 pub use compat::{CheckOptions, CompatibilityMode, CompatibilityReport, Difference, DifferenceKind, Effect};
 pub use migrate::{MigrationPlan, MigrationStep, SqlDialect};
-pub use snapshot::{SnapshotReport, check_snapshots, check_snapshots_with};
+pub use snapshot::{SnapshotReport, check_built_in_snapshots, check_snapshots, check_snapshots_with};
 pub use upcast::{Upcast, UpcastChain};
 
 /// The type of a field of a dynamic schema built with [`EventSchemaBuilder::field`].
@@ -499,20 +499,33 @@ impl SchemaRegistry {
         // compatibility with every earlier one.
         let earlier: Vec<&RegisteredSchema> = versions.range(..version.clone()).map(|(_, s)| s).collect();
         if let Some(previous) = earlier.last() {
-            let report = compat::check(&previous.schema, &schema.schema, mode, options);
+            let (previous_view, renamed) = renamed_view(&previous.schema, &schema.renames, mode);
+            let report = compat::check(&previous_view, &schema.schema, mode, options);
             let mut breaking: Vec<String> = report.breaking().map(ToString::to_string).collect();
             if mode.is_transitive() {
                 for older in &earlier[..earlier.len() - 1] {
-                    let r = compat::check(&older.schema, &schema.schema, mode, options);
+                    let (older_view, _) = renamed_view(&older.schema, &schema.renames, mode);
+                    let r = compat::check(&older_view, &schema.schema, mode, options);
                     breaking.extend(r.breaking().map(|d| format!("{d} (against {})", older.version)));
                 }
             }
-            let needed = Bump::required(!breaking.is_empty(), !report.is_equivalent());
+            let needed = Bump::required(!breaking.is_empty(), !renamed.is_empty() || !report.is_equivalent());
             if let Err(BumpTooSmall { actual, needed, smallest }) = Bump::check(&previous.version, &version, needed) {
                 let why = if needed == Bump::Major {
-                    format!("the change breaks {mode} compatibility: {}", breaking.join("; "))
+                    let renames = if schema.renames.is_empty() || carries_renames(mode) {
+                        String::new()
+                    } else {
+                        format!(
+                            " (a renamed field is read from old events by the generated upcaster, which makes a \
+                             rename BACKWARD compatible only: under {mode} compatibility, readers of {} cannot read \
+                             the new key)",
+                            previous.version
+                        )
+                    };
+                    format!("the change breaks {mode} compatibility: {}{renames}", breaking.join("; "))
                 } else {
-                    let changes: Vec<String> = report.differences.iter().map(ToString::to_string).collect();
+                    let changes: Vec<String> =
+                        renamed.iter().cloned().chain(report.differences.iter().map(ToString::to_string)).collect();
                     format!("the schema changed compatibly ({})", changes.join("; "))
                 };
                 return Err(Error::Schema(format!(
@@ -622,8 +635,44 @@ impl SchemaRegistry {
         };
         let mut differences = Vec::new();
         for old in against {
-            differences.extend(compat::check(&old.schema, &candidate.schema, mode, options).differences);
+            let (view, _) = renamed_view(&old.schema, &candidate.renames, mode);
+            differences.extend(compat::check(&view, &candidate.schema, mode, options).differences);
         }
         CompatibilityReport { mode, differences }
     }
+}
+
+/// Whether `mode` lets the generated upcaster carry renamed fields: it reads old events
+/// with new code, which is what BACKWARD compatibility asks; FORWARD and FULL also ask old
+/// code to read new events, which a rename breaks.
+fn carries_renames(mode: CompatibilityMode) -> bool {
+    matches!(mode, CompatibilityMode::Backward | CompatibilityMode::BackwardTransitive)
+}
+
+/// `old` as the upcaster presents it to the new version under `mode`: each field renamed
+/// in `renames` (`(new_key, old_key)`) moved to its new key in the top-level `properties`
+/// and `required`. Returns the view and a description of each rename applied.
+fn renamed_view(old: &Value, renames: &[(String, String)], mode: CompatibilityMode) -> (Value, Vec<String>) {
+    let mut view = old.clone();
+    let mut applied = Vec::new();
+    if !carries_renames(mode) {
+        return (view, applied);
+    }
+    for (new_key, old_key) in renames {
+        let Some(properties) = view.get_mut("properties").and_then(Value::as_object_mut) else { break };
+        if properties.contains_key(new_key) {
+            continue;
+        }
+        let Some(field) = properties.remove(old_key) else { continue };
+        properties.insert(new_key.clone(), field);
+        if let Some(required) = view.get_mut("required").and_then(Value::as_array_mut) {
+            for key in required.iter_mut() {
+                if key.as_str() == Some(old_key.as_str()) {
+                    *key = Value::String(new_key.clone());
+                }
+            }
+        }
+        applied.push(format!("field `{old_key}` renamed to `{new_key}`"));
+    }
+    (view, applied)
 }

@@ -238,11 +238,16 @@ impl UpcastChain {
                 let mut at = v.clone();
                 let mut hops = 0;
                 while &at != newest {
-                    match links.get(&at) {
-                        Some(link) if hops < 64 => {
-                            at = link.to.clone();
+                    let next = match links.get(&at) {
+                        Some(link) => Some(link.to.clone()),
+                        None => compatible_step(links, &at, newest),
+                    };
+                    match next {
+                        Some(next) if hops < 64 => {
+                            at = next;
                             hops += 1;
                         }
+                        None if same_major(&at, newest) => break,
                         _ => {
                             return Err(Error::Schema(format!(
                                 "`{name}` {v} cannot be upcast to {newest}: no upcaster goes on from {at}; add `#[event(previous = ..)]` to the version after {at}"
@@ -269,11 +274,26 @@ impl UpcastChain {
         let mut at = from.clone();
         let mut hops = 0;
         while &at < to {
-            let link = self.links.get(name).and_then(|l| l.get(&at)).filter(|_| hops < 64).ok_or_else(|| {
-                Error::Validation {
-                    event_type: name.to_owned(),
-                    message: format!("cannot upcast from {from} to {to}: no upcaster from {at}"),
+            let links = self.links.get(name);
+            let mut link = links.and_then(|l| l.get(&at)).filter(|_| hops < 64);
+            if link.is_none() {
+                // A minor or patch step without an upcaster reads as it is: the snapshot
+                // check and the registry only let a compatible change through without a
+                // major bump. The chain goes on from the next upcaster of the same major.
+                match links.and_then(|l| compatible_step(l, &at, to)) {
+                    Some(next) if &next == to => return Ok(payload),
+                    Some(next) => {
+                        at = next;
+                        hops += 1;
+                        link = links.and_then(|l| l.get(&at)).filter(|_| hops < 64);
+                    }
+                    None if same_major(&at, to) => return Ok(payload),
+                    None => {}
                 }
+            }
+            let link = link.ok_or_else(|| Error::Validation {
+                event_type: name.to_owned(),
+                message: format!("cannot upcast from {from} to {to}: no upcaster from {at}"),
             })?;
             payload = match &link.step {
                 Step::Plan(plan) => plan.apply(payload)?,
@@ -326,6 +346,19 @@ impl Event {
     }
 }
 
+/// The next version after `at`, up to `to`, that has an upcaster and is in `at`'s
+/// compatibility range: events of `at` read as that version as they are.
+fn compatible_step(links: &BTreeMap<Version, Link>, at: &Version, to: &Version) -> Option<Version> {
+    use std::ops::Bound::{Excluded, Included};
+    links.range((Excluded(at), Included(to))).map(|(v, _)| v).find(|v| same_major(at, v)).cloned()
+}
+
+/// Whether `a` and `b` are in one compatibility range: the same major version, or for 0.x
+/// the same minor.
+fn same_major(a: &Version, b: &Version) -> bool {
+    a.major == b.major && (a.major > 0 || a.minor == b.minor)
+}
+
 /// `payload` at `version` read as a `T`: upcast through the program's chain when the
 /// version is older than `T`'s. The seam every typed read goes through (store reads,
 /// replay, conversions of dynamic events).
@@ -343,6 +376,19 @@ pub(crate) fn read_as<T: TypedEvent>(version: Option<&str>, payload: Value) -> R
                     event_type: T::NAME.to_owned(),
                     message: format!(
                         "the event is at {from}, newer than `{}` ({to}); upgrade the reader",
+                        std::any::type_name::<T>()
+                    ),
+                });
+            }
+            if let Some(first) = T::DROPPED_BEFORE.and_then(|d| Version::parse(d).ok())
+                && from < first
+            {
+                return Err(Error::Validation {
+                    event_type: T::NAME.to_owned(),
+                    message: format!(
+                        "the event is at {from}, but `{}` reads versions from {first} on \
+                         (`#[event(drop_versions_before = \"{first}\")]`); migrate stored events with a \
+                         `MigrationPlan`, or read them with a build that still has the {from} type",
                         std::any::type_name::<T>()
                     ),
                 });
