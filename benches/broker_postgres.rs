@@ -5,8 +5,9 @@
 //!   20,000 events from 16 concurrent tasks; a `Worker` (concurrency 16, prefetch 64) runs
 //!   an async handler that reads the typed payload and counts. The clock stops when the
 //!   handler has run 20,000 times. Each emit stores the event and one pending delivery for
-//!   the subscribed handler and notifies; the worker claims deliveries with `FOR UPDATE
-//!   SKIP LOCKED` under a lease and deletes them once handled (batched).
+//!   the subscribed handler and notifies (emits made while another's transaction runs
+//!   share the next one); the worker claims deliveries with `FOR UPDATE SKIP LOCKED` under
+//!   a lease and deletes them once handled (batched).
 //! - `raw_skip_locked` (the baseline the ratio is taken against): raw sqlx doing the same
 //!   work with the same settings: 16 tasks each insert, per event, one transaction of the
 //!   event row (the same columns, serialized inside the clock) and one queue row; one

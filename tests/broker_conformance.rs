@@ -2,9 +2,9 @@
 //! and consume, fan-out to two handlers, a consumer gone before its ack (the message is
 //! delivered again), a failing handler that does not disturb the other, a poison message
 //! to the dead-letter queue, a shutdown that finishes the work in flight, a duplicate
-//! publish of one event id, and ordering: every broker here keeps
-//! publish order for one consumer taking one message at a time (retries and redeliveries
-//! aside).
+//! publish of one event id, concurrent emits each delivered once, and ordering: every
+//! broker here keeps publish order for one consumer taking one message at a time (retries
+//! and redeliveries aside).
 //!
 //! Each test opens its broker under names of its own (a stream, exchange, subject prefix
 //! or schema with a fresh uuid), so tests run in parallel and can be re-run. A server that
@@ -441,6 +441,44 @@ async fn one_consumer_sees_events_in_publish_order(backend: Backend) -> Result<(
     opened.finish().await
 }
 
+async fn concurrent_emits_each_arrive_once(backend: Backend) -> Result<(), Error> {
+    let opened = backend.open().await?;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = Arc::clone(&seen);
+    let h = Handler::typed(
+        HandlerOptions::asynchronous().name(opened.name("concurrent")),
+        async move |e: &Envelope<OrderPlaced>| {
+            s.lock().map_err(|_| HandlerError::new("poisoned"))?.push(e.data.order);
+            Ok(())
+        },
+    );
+    let worker = start_worker(&opened.broker, vec![h], |w| w.concurrency(8)).await?;
+    let bus = producer(&opened.broker).await?;
+    // 16 tasks emitting at once: a broker that batches concurrent publishes must still
+    // deliver each event once, and report each emit's own outcome.
+    let tasks: Vec<_> = (0..16u32)
+        .map(|t| {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                for i in 0..25u32 {
+                    bus.emit(OrderPlaced { order: t * 25 + i }).await?;
+                }
+                Ok::<(), Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(|e| Error::backend("test", e.to_string()))??;
+    }
+    wait_until(Duration::from_secs(30), "400 events", || seen.lock().map(|s| s.len()).unwrap_or(0) >= 400).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop(worker).await?;
+    let mut seen = seen.lock().expect("seen").clone();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..400).collect::<Vec<_>>(), "every event once");
+    opened.finish().await
+}
+
 macro_rules! conformance {
     ($($module:ident => $backend:expr),* $(,)?) => {$(
         mod $module {
@@ -484,6 +522,11 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn one_consumer_sees_events_in_publish_order() -> Result<(), Error> {
                 super::one_consumer_sees_events_in_publish_order($backend).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_emits_each_arrive_once() -> Result<(), Error> {
+                super::concurrent_emits_each_arrive_once($backend).await
             }
         }
     )*};

@@ -11,8 +11,10 @@ use sqlx::postgres::PgListener;
 
 use super::{Acker, Broker, Consumer, Inbound, Outgoing, Subscription};
 use crate::dlq::{AttemptRecord, DeadLetter, DeadLetterState, DeliveryKey, DeliveryLog, FailureRecord};
+use crate::envelope::Envelope;
 use crate::envelope::Event;
-use crate::error::{Error, HandlerError, Result};
+use crate::error::{Error, ErrorChain, HandlerError, Result};
+use crate::event::EventData;
 use crate::outbox::Outbox;
 use crate::store::{EventStore, PostgresStore};
 
@@ -22,12 +24,18 @@ const NAME: &str = "postgres-queue";
 ///
 /// A publish stores the event (once: a republished event keeps its row) and one pending
 /// delivery for every handler subscribed to its type, in the store's `event_deliveries`
-/// table, then notifies the consumers (`NOTIFY`). Each handler's consumer claims its due
-/// deliveries with `FOR UPDATE SKIP LOCKED` (workers of one handler never share one),
-/// holding each for the visibility timeout; an acknowledgement deletes the row, a retry
-/// sets its next attempt time, a dead message moves to the store's dead-letter queue
-/// (where [`crate::dlq::DLQHandler`] lists and redrives it). Subscriptions are rows of
-/// `event_subscriptions`.
+/// table, then notifies the consumers (`NOTIFY`), all in one transaction. Publications
+/// made while another one's transaction runs wait for it and then go together in the next
+/// transaction (group commit): the store keeps positions in commit order, so its appends
+/// are serialized, and a commit per event would cap concurrent producers at one commit
+/// (one WAL flush) per event. Each publish still returns only once its own event is
+/// committed.
+///
+/// Each handler's consumer claims its due deliveries with `FOR UPDATE SKIP LOCKED`
+/// (workers of one handler never share one), holding each for the visibility timeout; an
+/// acknowledgement deletes the row, a retry sets its next attempt time, a dead message
+/// moves to the store's dead-letter queue (where [`crate::dlq::DLQHandler`] lists and
+/// redrives it). Subscriptions are rows of `event_subscriptions`.
 ///
 /// Delivery is at least once; a republished event is delivered again only to handlers
 /// that completed it already (a pending delivery is not doubled); order follows the due
@@ -47,11 +55,17 @@ pub struct PostgresQueue {
 
 struct Inner {
     store: PostgresStore,
+    /// Publications waiting for the next batch.
+    waiting: std::sync::Mutex<Vec<Waiting>>,
+    /// Held by the publisher whose transaction is running: the others queue meanwhile and
+    /// go together in the next one.
+    committing: tokio::sync::Mutex<()>,
+    /// The statement queuing a batch's events for their subscribers and notifying them.
+    queue_sql: String,
     /// Batches acknowledgements into one statement.
     completions: Arc<Outbox>,
     channel: String,
     subscriptions: String,
-    deliveries: String,
     poll: Duration,
 }
 
@@ -68,11 +82,24 @@ impl PostgresQueue {
         let quoted = format!("\"{}\"", store.schema().replace('"', "\"\""));
         let shared: Arc<dyn EventStore> = Arc::new(store.clone());
         let completions = Arc::new(Outbox::over(&shared, Duration::from_secs(60), poll));
+        let subscriptions = format!("{quoted}.event_subscriptions");
+        let deliveries = format!("{quoted}.event_deliveries");
+        // Every event of the batch gets one pending delivery per handler subscribed to its
+        // type (a pending one is not doubled), and the consumers one notification.
+        let queue_sql = format!(
+            "WITH queued AS (INSERT INTO {deliveries} (event_id, handler, next_attempt_at) \
+             SELECT e.id, s.handler, NOW() FROM UNNEST($1::text[], $2::text[]) AS e(id, event_type) \
+             JOIN {subscriptions} s ON s.event_type = e.event_type \
+             ON CONFLICT (event_id, handler) DO NOTHING RETURNING 1) \
+             SELECT COUNT(*), pg_notify($3, '') FROM queued"
+        );
         Self {
             inner: Arc::new(Inner {
+                waiting: std::sync::Mutex::new(Vec::new()),
+                committing: tokio::sync::Mutex::new(()),
+                queue_sql,
                 channel: format!("bae_queue_{}", store.schema()),
-                subscriptions: format!("{quoted}.event_subscriptions"),
-                deliveries: format!("{quoted}.event_deliveries"),
+                subscriptions,
                 store,
                 completions,
                 poll,
@@ -90,6 +117,36 @@ fn db_error(what: impl std::fmt::Display) -> impl FnOnce(sqlx::Error) -> Error {
     move |e| Error::backend(NAME, format!("cannot {what}: {e}"))
 }
 
+/// A publication waiting for its batch, and where its outcome goes.
+struct Waiting {
+    event: Event,
+    done: tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
+}
+
+impl PostgresQueue {
+    /// Stores the events of `batch` (once: a republished event keeps its row) and queues
+    /// them for their subscribers, in one transaction, then notifies the consumers.
+    async fn publish_batch(&self, batch: &[Waiting]) -> Result<()> {
+        let inner = &*self.inner;
+        let events: Vec<&Envelope<dyn EventData>> =
+            batch.iter().map(|w| &w.event as &Envelope<dyn EventData>).collect();
+        let mut tx = inner.store.pool().begin().await.map_err(db_error("begin a transaction to publish events"))?;
+        inner.store.append_in(&mut tx, &events, &[]).await?;
+        let ids: Vec<String> = batch.iter().map(|w| w.event.id.to_string()).collect();
+        let types: Vec<&str> = batch.iter().map(|w| w.event.event_type.as_str()).collect();
+        sqlx::query(&inner.queue_sql)
+            .bind(&ids)
+            .bind(&types)
+            .bind(&inner.channel)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error(format_args!("queue {} events for their subscribers", batch.len())))?;
+        tx.commit().await.map_err(db_error(format_args!("commit the publication of {} events", batch.len())))?;
+        tracing::trace!(target: "better_auth_events", events = batch.len(), "events queued");
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Broker for PostgresQueue {
     fn name(&self) -> &str {
@@ -99,23 +156,36 @@ impl Broker for PostgresQueue {
     async fn publish(&self, message: &Outgoing) -> Result<()> {
         let inner = &*self.inner;
         let event = Event::from_cloudevent_slice(message.structured())?;
-        inner.store.append(&event).await?;
-        let sql = format!(
-            "WITH queued AS (INSERT INTO {d} (event_id, handler, next_attempt_at) \
-             SELECT $1, handler, NOW() FROM {s} WHERE event_type = $2 \
-             ON CONFLICT (event_id, handler) DO NOTHING RETURNING 1) \
-             SELECT COUNT(*), pg_notify($3, $2) FROM queued",
-            d = inner.deliveries,
-            s = inner.subscriptions,
-        );
-        sqlx::query(&sql)
-            .bind(event.id.to_string())
-            .bind(message.event_type())
-            .bind(&inner.channel)
-            .execute(inner.store.pool())
-            .await
-            .map_err(db_error(format_args!("queue event `{}` for its subscribers", message.id())))?;
-        Ok(())
+        let (done, mut outcome) = tokio::sync::oneshot::channel();
+        inner.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Waiting { event, done });
+        // Group commit: while one transaction runs, the publications that arrive meanwhile
+        // wait here; the first to get the turn publishes all of them in one transaction.
+        let _turn = inner.committing.lock().await;
+        match outcome.try_recv() {
+            Ok(result) => return result.map_err(|why| Error::backend(NAME, why)),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                return Err(Error::backend(
+                    NAME,
+                    format!(
+                        "the publication of event `{}` was interrupted; it may or may not be queued: publish it \
+                         again (a republished event is not queued twice)",
+                        message.id()
+                    ),
+                ));
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+        }
+        let batch = std::mem::take(&mut *inner.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let result = self.publish_batch(&batch).await;
+        let shared = result.as_ref().map(|_| ()).map_err(|e| ErrorChain(e).to_string());
+        for waiting in batch {
+            let _ = waiting.done.send(shared.clone());
+        }
+        drop(_turn);
+        match outcome.await {
+            Ok(result) => result.map_err(|why| Error::backend(NAME, why)),
+            Err(_) => result,
+        }
     }
 
     async fn subscribe(&self, subscription: &Subscription) -> Result<Box<dyn Consumer>> {
