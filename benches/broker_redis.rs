@@ -5,7 +5,9 @@
 //!   `XADD` in the dedup script, the CloudEvents attributes as fields), awaited one after
 //!   the other, while a `Worker` (concurrency 64, prefetch 64) runs an async handler that
 //!   checks the sign-up and counts, acknowledging each entry with its own `XACK`.
-//! - `ours_transport`: the same without bus and worker: `RedisStreams::publish` of each
+//! - `ours_no_dedup`: the same with `dedup_window(Duration::ZERO)`: a plain `XADD` per
+//!   event instead of the dedup script.
+//! - `ours_transport`: the same as `ours` without bus and worker: `RedisStreams::publish` of each
 //!   event, and one consumer (`Consumer::fetch` of up to 64, the batch's handlers run
 //!   concurrently, each entry acknowledged with `Acker::ack`).
 //! - `raw` (the baseline the ratio is taken against): the `redis` crate, the same work by
@@ -280,48 +282,54 @@ fn broker_redis(c: &mut Criterion) {
     group.sampling_mode(SamplingMode::Flat);
     group.throughput(Throughput::Elements(EVENTS as u64));
     for size in SIZES {
-        // Ours: a bus and a worker.
-        let stream = format!("{prefix}:ours:{size}");
-        let broker = rt
-            .block_on(RedisStreams::builder().url(&url).stream(&stream).build())
-            .unwrap_or_else(|e| panic!("Redis at {url} is unreachable ({e}); start it with `{START}`"));
-        keys.push(stream.clone());
-        keys.push(format!("{stream}:dead"));
-        let counted = Arc::new(Counted { handled: AtomicUsize::new(0), done: Notify::new() });
-        let (bus, stop, worker) = rt.block_on(async {
-            let worker = Worker::builder()
-                .broker(broker.clone())
-                .handler(counting(&counted))
-                .concurrency(PREFETCH)
-                .prefetch(PREFETCH)
-                .build()
-                .await
-                .expect("worker");
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let worker = tokio::spawn(worker.run_until(async move {
-                let _ = stopped.await;
-            }));
-            let bus = EventBus::builder().broker(broker).try_build().await.expect("bus");
-            (bus, stop, worker)
-        });
-        group.bench_function(BenchmarkId::new("ours", size), |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let t = ours(&bus, &counted, size).await;
-                        record(size, "ours", t);
-                        total += t;
-                    }
-                    total
+        // Ours: a bus and a worker, with the default dedup window and without one.
+        for (path, dedup) in [("ours", true), ("ours_no_dedup", false)] {
+            let stream = format!("{prefix}:{path}:{size}");
+            let mut builder = RedisStreams::builder().url(&url).stream(&stream);
+            if !dedup {
+                builder = builder.dedup_window(Duration::ZERO);
+            }
+            let broker = rt
+                .block_on(builder.build())
+                .unwrap_or_else(|e| panic!("Redis at {url} is unreachable ({e}); start it with `{START}`"));
+            keys.push(stream.clone());
+            keys.push(format!("{stream}:dead"));
+            let counted = Arc::new(Counted { handled: AtomicUsize::new(0), done: Notify::new() });
+            let (bus, stop, worker) = rt.block_on(async {
+                let worker = Worker::builder()
+                    .broker(broker.clone())
+                    .handler(counting(&counted))
+                    .concurrency(PREFETCH)
+                    .prefetch(PREFETCH)
+                    .build()
+                    .await
+                    .expect("worker");
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let worker = tokio::spawn(worker.run_until(async move {
+                    let _ = stopped.await;
+                }));
+                let bus = EventBus::builder().broker(broker).try_build().await.expect("bus");
+                (bus, stop, worker)
+            });
+            group.bench_function(BenchmarkId::new(path, size), |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let t = ours(&bus, &counted, size).await;
+                            record(size, path, t);
+                            total += t;
+                        }
+                        total
+                    })
                 })
-            })
-        });
-        rt.block_on(async {
-            let _ = stop.send(());
-            worker.await.expect("worker task").expect("worker");
-            drop(bus);
-        });
+            });
+            rt.block_on(async {
+                let _ = stop.send(());
+                worker.await.expect("worker task").expect("worker");
+                drop(bus);
+            });
+        }
 
         // Ours, the transport alone.
         let stream = format!("{prefix}:ours_transport:{size}");
@@ -430,8 +438,11 @@ fn summary() {
         "payload", "ours", "raw", "omniqueue", "ours/raw", "omniqueue/raw"
     );
     for size in SIZES {
-        if let Some(t) = samples.get_mut(&(size, "ours_transport")).map(|v| median(v)) {
-            println!("{size:>8} ours_transport {t:.0} events/s");
+        let Some(raw) = samples.get_mut(&(size, "raw")).map(|v| median(v)) else { continue };
+        for path in ["ours_no_dedup", "ours_transport"] {
+            if let Some(t) = samples.get_mut(&(size, path)).map(|v| median(v)) {
+                println!("{size:>8} {path}: {t:.0} events/s, {:.2}x", t / raw);
+            }
         }
     }
     for size in SIZES {

@@ -558,6 +558,37 @@ async fn the_stream_is_trimmed_to_about_max_len() {
 }
 
 #[tokio::test]
+async fn without_a_dedup_window_the_stream_is_trimmed_too() {
+    let s = Setup::with(|b| b.max_len(100).dedup_window(Duration::ZERO)).await;
+    for n in 0..1000 {
+        s.publish(&event("a.b", n)).await;
+    }
+    let len = int(raw().cmd(&["XLEN", &s.stream()]).expect("XLEN"));
+    assert!((100..1000).contains(&len), "{len}");
+}
+
+#[tokio::test]
+async fn with_and_without_a_dedup_window_an_entry_has_the_same_fields() {
+    let e = Event::new("user.created")
+        .with_data(json!({ "name": "A \"quoted\" name", "n": 1 }))
+        .with_subject("user/u-1")
+        .with_tenant("acme");
+    let mut written = Vec::new();
+    for window in [Duration::from_secs(60), Duration::ZERO] {
+        let s = Setup::with(|b| b.dedup_window(window)).await;
+        s.publish(&e).await;
+        let entries = entries(&s.stream());
+        assert_eq!(entries.len(), 1);
+        written.push(entries[0].1.clone());
+    }
+    assert_eq!(written[0], written[1]);
+    // String attributes are their text (unescaped), `data` its JSON.
+    assert_eq!(field(&written[0], "subject"), Some("user/u-1"));
+    let data: serde_json::Value = serde_json::from_str(field(&written[0], "data").expect("data")).expect("JSON");
+    assert_eq!(data, json!({ "name": "A \"quoted\" name", "n": 1 }));
+}
+
+#[tokio::test]
 async fn a_closed_broker_refuses_to_publish() {
     let s = Setup::new().await;
     s.broker.close().await.expect("close");

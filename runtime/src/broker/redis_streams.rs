@@ -10,7 +10,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
-use serde_json::Value as Json;
 use tokio::time::Instant;
 
 use super::binding::{self, Outgoing};
@@ -231,7 +230,10 @@ static DEAD: LazyLock<Script> = LazyLock::new(|| Script::new(DEAD_LUA));
 ///
 /// - **Publishing**: one `XADD` per event, in a Lua script that first checks the event's
 ///   dedup key: an event published again within the window (the outbox publishes at least
-///   once) is not added again, and `publish` returns `Ok`. Redis answers once the entry is
+///   once) is not added again, and `publish` returns `Ok`. With deduplication off
+///   (`dedup_window(Duration::ZERO)`) it is a plain `XADD`, without the script: the script
+///   costs the server several times what the `XADD` does (`INFO commandstats`: about 20 µs
+///   against 1.5 µs under load), a third of the publish rate. Redis answers once the entry is
 ///   in memory; what survives a crash of Redis is what its persistence keeps (run it with
 ///   `appendonly yes`).
 /// - **At least once, per group**: every group reads every entry (`XREADGROUP ... >`); a
@@ -513,30 +515,38 @@ impl RedisStreams {
 
 /// The stream fields of a message: its attributes, each as one field, then `data`.
 fn fields(message: &Outgoing) -> Result<Vec<(String, Vec<u8>)>> {
-    let mut doc: serde_json::Map<String, Json> = serde_json::from_slice(message.structured()).map_err(|e| {
+    let unreadable = |e: serde_json::Error| {
         Error::CloudEvent(format!("cannot read back the CloudEvents document of event `{}`: {e}", message.id()))
-    })?;
-    let text = |v: Json| match v {
-        Json::String(s) => s.into_bytes(),
-        other => other.to_string().into_bytes(),
+    };
+    // The values stay as their JSON text: `data` is copied as it is, not parsed and
+    // written again.
+    let mut doc: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_slice(message.structured()).map_err(unreadable)?;
+    // A string attribute is its text; any other value its JSON.
+    let text = |v: Box<serde_json::value::RawValue>| -> Result<Vec<u8>> {
+        if v.get().starts_with('"') {
+            Ok(serde_json::from_str::<String>(v.get()).map_err(unreadable)?.into_bytes())
+        } else {
+            Ok(v.get().as_bytes().to_vec())
+        }
     };
     let mut out = Vec::with_capacity(doc.len());
     for name in LEADING_ATTRIBUTES {
         if let Some(v) = doc.remove(name) {
-            out.push((name.to_owned(), text(v)));
+            out.push((name.to_owned(), text(v)?));
         }
     }
     let content_type = doc.remove("datacontenttype");
     let data = doc.remove("data");
     for (name, v) in doc {
-        out.push((name, text(v)));
+        out.push((name, text(v)?));
     }
     if let Some(v) = content_type {
-        out.push(("datacontenttype".to_owned(), text(v)));
+        out.push(("datacontenttype".to_owned(), text(v)?));
     }
     if let Some(v) = data {
         // The payload is JSON whatever its type: a string payload keeps its quotes.
-        out.push(("data".to_owned(), v.to_string().into_bytes()));
+        out.push(("data".to_owned(), v.get().as_bytes().to_vec()));
     }
     Ok(out)
 }
@@ -553,7 +563,25 @@ impl Broker for RedisStreams {
             return Err(Error::backend(NAME, s.context("the broker is closed: build a new RedisStreams to publish")));
         }
         let fields = fields(message)?;
-        let window = if s.dedup_window.is_zero() { 0 } else { s.dedup_window.as_millis().max(1) };
+        if s.dedup_window.is_zero() {
+            // Nothing to check: a plain `XADD`, without the script.
+            let mut xadd = redis::cmd("XADD");
+            xadd.arg(&s.stream);
+            if s.max_len > 0 {
+                xadd.arg("MAXLEN").arg("~").arg(s.max_len);
+            }
+            xadd.arg("*");
+            for (name, value) in &fields {
+                xadd.arg(name).arg(value);
+            }
+            let entry: String = xadd
+                .query_async(&mut s.conn.clone())
+                .await
+                .map_err(|e| s.fail(format_args!("cannot publish event `{}`", message.id()), e))?;
+            tracing::trace!(event_id = message.id(), entry, "event published");
+            return Ok(());
+        }
+        let window = s.dedup_window.as_millis().max(1);
         let mut invocation = PUBLISH.key(&s.stream);
         invocation.key(self.dedup_key(message.id())).arg(u64::try_from(window).unwrap_or(u64::MAX)).arg(s.max_len);
         for (name, value) in &fields {
