@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -85,30 +86,77 @@ impl Outgoing {
     /// The binary-mode attributes: every attribute but `data`, as strings (a boolean
     /// `true`, an integer `42`), in the order of the document.
     pub fn attributes(&self) -> Result<Vec<(String, String)>> {
-        let doc = self.document()?;
-        Ok(doc
-            .into_iter()
-            .filter(|(k, _)| k != "data")
-            .map(|(k, v)| {
-                let v = match v {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (k, v)
-            })
-            .collect())
+        Ok(self.binary()?.attributes)
     }
 
-    /// The binary-mode body: the payload's JSON.
+    /// The binary-mode body: the payload's JSON (`null` when the event has none).
     pub fn data(&self) -> Result<Vec<u8>> {
-        let mut doc = self.document()?;
-        let data = doc.remove("data").unwrap_or(Value::Null);
-        serde_json::to_vec(&data).map_err(|e| Error::CloudEvent(format!("cannot write the payload: {e}")))
+        Ok(self.binary()?.body())
     }
 
-    fn document(&self) -> Result<Map<String, Value>> {
-        serde_json::from_slice(&self.json)
-            .map_err(|e| Error::CloudEvent(format!("cannot read back the document of event `{}`: {e}", self.id)))
+    /// The document split for a binary-mode message: the attributes as text and the
+    /// payload's JSON as the document holds it (copied, not parsed and written again).
+    pub fn binary(&self) -> Result<BinaryParts> {
+        let unreadable = |e: serde_json::Error| {
+            Error::CloudEvent(format!("cannot read back the document of event `{}`: {e}", self.id))
+        };
+        let Members(members) = serde_json::from_slice(&self.json).map_err(unreadable)?;
+        let mut attributes = Vec::with_capacity(members.len());
+        let mut data = None;
+        for (name, value) in members {
+            if name == "data" {
+                data = Some(value);
+                continue;
+            }
+            // A string attribute is its text; any other value its JSON.
+            let text = if value.get().starts_with('"') {
+                serde_json::from_str::<String>(value.get()).map_err(unreadable)?
+            } else {
+                value.get().to_owned()
+            };
+            attributes.push((name, text));
+        }
+        Ok(BinaryParts { attributes, data })
+    }
+}
+
+/// A CloudEvents document split for a binary-mode message ([`Outgoing::binary`]).
+#[derive(Debug)]
+pub struct BinaryParts {
+    /// Every attribute but `data`, as text (a string as is, a boolean `true`, an integer
+    /// `42`), in the order of the document.
+    pub attributes: Vec<(String, String)>,
+    /// The payload's JSON text, as the document holds it; `None` when it has no `data`.
+    pub data: Option<Box<RawValue>>,
+}
+
+impl BinaryParts {
+    /// The message body: the payload's JSON, `null` when there is none.
+    pub fn body(&self) -> Vec<u8> {
+        self.data.as_ref().map_or_else(|| b"null".to_vec(), |d| d.get().as_bytes().to_vec())
+    }
+}
+
+/// The members of a JSON object in document order, each value as its JSON text.
+struct Members(Vec<(String, Box<RawValue>)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Members, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(12));
+                while let Some(member) = map.next_entry::<String, Box<RawValue>>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visit)
     }
 }
 
@@ -186,6 +234,34 @@ mod tests {
         assert_eq!(binary.subject.as_deref(), Some("user/u-1"));
         assert_eq!(binary.metadata.tenant.as_deref(), Some("acme"));
         assert_eq!(binary.data, json!({"user_id": "u-1"}));
+    }
+
+    #[test]
+    fn the_binary_split_keeps_the_document_order_unescapes_strings_and_copies_data() {
+        let mut e = Event::new("user.created")
+            .with_data(json!({"name": "A \"quoted\" é", "n": 1.5}))
+            .with_subject("user/\"u-1\"");
+        e.metadata.extensions.insert("attempt".to_owned(), json!(3));
+        let out = Outgoing::new(&e).unwrap();
+        let parts = out.binary().unwrap();
+        let names: Vec<&str> = parts.attributes.iter().map(|(k, _)| k.as_str()).collect();
+        let doc: Map<String, Value> = serde_json::from_slice(out.structured()).unwrap();
+        let mut in_doc: Vec<(usize, &str)> = names
+            .iter()
+            .map(|n| (std::str::from_utf8(out.structured()).unwrap().find(&format!("\"{n}\":")).unwrap(), *n))
+            .collect();
+        in_doc.sort_unstable();
+        assert_eq!(names, in_doc.into_iter().map(|(_, n)| n).collect::<Vec<_>>(), "document order");
+        assert_eq!(names.len(), doc.len() - 1, "every attribute but data");
+        let text = |name: &str| parts.attributes.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        assert_eq!(text("subject"), Some("user/\"u-1\""));
+        assert_eq!(text("attempt"), Some("3"));
+        let data: Value = serde_json::from_slice(&parts.body()).unwrap();
+        assert_eq!(data, json!({"name": "A \"quoted\" é", "n": 1.5}));
+
+        let bare = Outgoing::new(&Event::new("user.created")).unwrap().binary().unwrap();
+        let no_data = serde_json::from_slice::<Value>(&bare.body()).unwrap();
+        assert!(bare.data.is_none() || no_data.is_null(), "{no_data}");
     }
 
     #[test]

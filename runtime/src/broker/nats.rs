@@ -14,7 +14,6 @@ use async_nats::jetstream::stream::{Config as StreamConfig, DiscardPolicy, Reten
 use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
 use futures::StreamExt;
-use serde_json::Value;
 
 use super::binding::{self, Outgoing};
 use super::{Acker, Broker, Consumer, Inbound, Subscription};
@@ -772,15 +771,12 @@ impl Acker for NatsAcker {
 
 /// The binary-mode message of `message`: `Nats-Msg-Id`, the `ce-` headers, and the payload.
 fn binary_message(message: &Outgoing) -> Result<(HeaderMap, Vec<u8>)> {
-    let mut doc: serde_json::Map<String, Value> = serde_json::from_slice(message.structured())
-        .map_err(|e| Error::CloudEvent(format!("cannot read back the document of event `{}`: {e}", message.id())))?;
-    let data = doc.remove("data").unwrap_or(Value::Null);
-    let payload = serde_json::to_vec(&data)
-        .map_err(|e| Error::CloudEvent(format!("cannot write the payload of event `{}`: {e}", message.id())))?;
+    let parts = message.binary()?;
+    let payload = parts.body();
     let mut headers = HeaderMap::new();
     headers.insert(header::NATS_MESSAGE_ID, header_value(message.id()));
     let mut name = String::with_capacity(CE_HEADER_PREFIX.len() + 24);
-    for (attribute, value) in doc {
+    for (attribute, value) in parts.attributes {
         name.clear();
         name.push_str(CE_HEADER_PREFIX);
         name.push_str(&attribute);
@@ -790,11 +786,7 @@ fn binary_message(message: &Outgoing) -> Result<(HeaderMap, Vec<u8>)> {
                 message.id()
             ))
         })?;
-        let value = match value {
-            Value::String(s) => percent_encode(&s),
-            other => percent_encode(&other.to_string()),
-        };
-        headers.insert(header_name, HeaderValue::from(value));
+        headers.insert(header_name, HeaderValue::from(percent_encode(&value)));
     }
     Ok((headers, payload))
 }

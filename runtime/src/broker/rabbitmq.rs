@@ -17,7 +17,6 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
-use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -954,35 +953,22 @@ impl Drop for RabbitAcker {
 
 /// The binary-mode message of an event: the payload as body, the attributes as headers.
 fn binary_message(message: &Outgoing) -> Result<(Vec<u8>, BasicProperties)> {
-    let doc: Map<String, Value> = serde_json::from_slice(message.structured())
-        .map_err(|e| Error::CloudEvent(format!("cannot read back the document of event `{}`: {e}", message.id())))?;
+    let parts = message.binary()?;
+    // No `data`: an empty body.
+    let body = parts.data.as_ref().map_or_else(Vec::new, |d| d.get().as_bytes().to_vec());
     let mut headers = FieldTable::default();
     let mut content_type = "application/json".to_owned();
     let mut timestamp = None;
-    let mut body = Vec::new();
-    for (name, value) in doc {
-        match (name.as_str(), value) {
-            ("data", value) => {
-                body = serde_json::to_vec(&value)
-                    .map_err(|e| Error::CloudEvent(format!("cannot write the payload: {e}")))?;
-            }
-            ("datacontenttype", Value::String(ct)) => content_type = ct,
-            (name, value) => {
-                let value = match value {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                if name == "time" {
-                    timestamp = chrono::DateTime::parse_from_rfc3339(&value)
-                        .ok()
-                        .and_then(|t| u64::try_from(t.timestamp()).ok());
-                }
-                headers.insert(
-                    short(&format!("{CE_PREFIX}{name}"), "attribute name")?,
-                    AMQPValue::LongString(value.into()),
-                );
-            }
+    for (name, value) in parts.attributes {
+        if name == "datacontenttype" {
+            content_type = value;
+            continue;
         }
+        if name == "time" {
+            timestamp =
+                chrono::DateTime::parse_from_rfc3339(&value).ok().and_then(|t| u64::try_from(t.timestamp()).ok());
+        }
+        headers.insert(short(&format!("{CE_PREFIX}{name}"), "attribute name")?, AMQPValue::LongString(value.into()));
     }
     let mut properties = BasicProperties::default()
         .with_content_type(short(&content_type, "datacontenttype")?)

@@ -515,38 +515,19 @@ impl RedisStreams {
 
 /// The stream fields of a message: its attributes, each as one field, then `data`.
 fn fields(message: &Outgoing) -> Result<Vec<(String, Vec<u8>)>> {
-    let unreadable = |e: serde_json::Error| {
-        Error::CloudEvent(format!("cannot read back the CloudEvents document of event `{}`: {e}", message.id()))
+    let parts = message.binary()?;
+    // The leading attributes in their order, then the extensions, then `datacontenttype`.
+    let rank = |name: &str| match LEADING_ATTRIBUTES.iter().position(|a| *a == name) {
+        Some(i) => i,
+        None if name == "datacontenttype" => LEADING_ATTRIBUTES.len() + 1,
+        None => LEADING_ATTRIBUTES.len(),
     };
-    // The values stay as their JSON text: `data` is copied as it is, not parsed and
-    // written again.
-    let mut doc: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
-        serde_json::from_slice(message.structured()).map_err(unreadable)?;
-    // A string attribute is its text; any other value its JSON.
-    let text = |v: Box<serde_json::value::RawValue>| -> Result<Vec<u8>> {
-        if v.get().starts_with('"') {
-            Ok(serde_json::from_str::<String>(v.get()).map_err(unreadable)?.into_bytes())
-        } else {
-            Ok(v.get().as_bytes().to_vec())
-        }
-    };
-    let mut out = Vec::with_capacity(doc.len());
-    for name in LEADING_ATTRIBUTES {
-        if let Some(v) = doc.remove(name) {
-            out.push((name.to_owned(), text(v)?));
-        }
-    }
-    let content_type = doc.remove("datacontenttype");
-    let data = doc.remove("data");
-    for (name, v) in doc {
-        out.push((name, text(v)?));
-    }
-    if let Some(v) = content_type {
-        out.push(("datacontenttype".to_owned(), text(v)?));
-    }
-    if let Some(v) = data {
+    let mut attributes = parts.attributes;
+    attributes.sort_by_key(|(name, _)| rank(name));
+    let mut out: Vec<(String, Vec<u8>)> = attributes.into_iter().map(|(n, v)| (n, v.into_bytes())).collect();
+    if let Some(data) = parts.data {
         // The payload is JSON whatever its type: a string payload keeps its quotes.
-        out.push(("data".to_owned(), v.get().as_bytes().to_vec()));
+        out.push(("data".to_owned(), data.get().as_bytes().to_vec()));
     }
     Ok(out)
 }
