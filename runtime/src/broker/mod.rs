@@ -22,6 +22,8 @@
 //! records what would be published.
 
 pub mod binding;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+mod group_commit;
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;

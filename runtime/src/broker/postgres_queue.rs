@@ -9,11 +9,12 @@ use async_trait::async_trait;
 use chrono::Utc;
 use sqlx::postgres::PgListener;
 
+use super::group_commit::GroupCommit;
 use super::{Acker, Broker, Consumer, Inbound, Outgoing, Subscription};
 use crate::dlq::{AttemptRecord, DeadLetter, DeadLetterState, DeliveryKey, DeliveryLog, FailureRecord};
 use crate::envelope::Envelope;
 use crate::envelope::Event;
-use crate::error::{Error, ErrorChain, HandlerError, Result};
+use crate::error::{Error, HandlerError, Result};
 use crate::event::EventData;
 use crate::outbox::Outbox;
 use crate::store::{EventStore, PostgresStore};
@@ -55,11 +56,8 @@ pub struct PostgresQueue {
 
 struct Inner {
     store: PostgresStore,
-    /// Publications waiting for the next batch.
-    waiting: std::sync::Mutex<Vec<Waiting>>,
-    /// Held by the publisher whose transaction is running: the others queue meanwhile and
-    /// go together in the next one.
-    committing: tokio::sync::Mutex<()>,
+    /// Publications made while another's transaction runs go together in the next one.
+    publications: GroupCommit<Event>,
     /// The statement queuing a batch's events for their subscribers and notifying them.
     queue_sql: String,
     /// Batches acknowledgements into one statement.
@@ -95,8 +93,7 @@ impl PostgresQueue {
         );
         Self {
             inner: Arc::new(Inner {
-                waiting: std::sync::Mutex::new(Vec::new()),
-                committing: tokio::sync::Mutex::new(()),
+                publications: GroupCommit::default(),
                 queue_sql,
                 channel: format!("bae_queue_{}", store.schema()),
                 subscriptions,
@@ -117,23 +114,16 @@ fn db_error(what: impl std::fmt::Display) -> impl FnOnce(sqlx::Error) -> Error {
     move |e| Error::backend(NAME, format!("cannot {what}: {e}"))
 }
 
-/// A publication waiting for its batch, and where its outcome goes.
-struct Waiting {
-    event: Event,
-    done: tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
-}
-
 impl PostgresQueue {
     /// Stores the events of `batch` (once: a republished event keeps its row) and queues
     /// them for their subscribers, in one transaction, then notifies the consumers.
-    async fn publish_batch(&self, batch: &[Waiting]) -> Result<()> {
+    async fn publish_batch(&self, batch: Vec<Event>) -> Result<()> {
         let inner = &*self.inner;
-        let events: Vec<&Envelope<dyn EventData>> =
-            batch.iter().map(|w| &w.event as &Envelope<dyn EventData>).collect();
+        let events: Vec<&Envelope<dyn EventData>> = batch.iter().map(|e| e as &Envelope<dyn EventData>).collect();
         let mut tx = inner.store.pool().begin().await.map_err(db_error("begin a transaction to publish events"))?;
         inner.store.append_in(&mut tx, &events, &[]).await?;
-        let ids: Vec<String> = batch.iter().map(|w| w.event.id.to_string()).collect();
-        let types: Vec<&str> = batch.iter().map(|w| w.event.event_type.as_str()).collect();
+        let ids: Vec<String> = batch.iter().map(|e| e.id.to_string()).collect();
+        let types: Vec<&str> = batch.iter().map(|e| e.event_type.as_str()).collect();
         sqlx::query(&inner.queue_sql)
             .bind(&ids)
             .bind(&types)
@@ -154,38 +144,25 @@ impl Broker for PostgresQueue {
     }
 
     async fn publish(&self, message: &Outgoing) -> Result<()> {
-        let inner = &*self.inner;
         let event = Event::from_cloudevent_slice(message.structured())?;
-        let (done, mut outcome) = tokio::sync::oneshot::channel();
-        inner.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Waiting { event, done });
-        // Group commit: while one transaction runs, the publications that arrive meanwhile
-        // wait here; the first to get the turn publishes all of them in one transaction.
-        let _turn = inner.committing.lock().await;
-        match outcome.try_recv() {
-            Ok(result) => return result.map_err(|why| Error::backend(NAME, why)),
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                return Err(Error::backend(
-                    NAME,
-                    format!(
-                        "the publication of event `{}` was interrupted; it may or may not be queued: publish it \
-                         again (a republished event is not queued twice)",
-                        message.id()
-                    ),
-                ));
-            }
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
-        }
-        let batch = std::mem::take(&mut *inner.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        let result = self.publish_batch(&batch).await;
-        let shared = result.as_ref().map(|_| ()).map_err(|e| ErrorChain(e).to_string());
-        for waiting in batch {
-            let _ = waiting.done.send(shared.clone());
-        }
-        drop(_turn);
-        match outcome.await {
-            Ok(result) => result.map_err(|why| Error::backend(NAME, why)),
-            Err(_) => result,
-        }
+        self.inner
+            .publications
+            .submit(
+                event,
+                |batch| self.publish_batch(batch),
+                |why| Error::backend(NAME, why),
+                || {
+                    Error::backend(
+                        NAME,
+                        format!(
+                            "the publication of event `{}` was interrupted; it may or may not be queued: publish \
+                             it again (a republished event is not queued twice)",
+                            message.id()
+                        ),
+                    )
+                },
+            )
+            .await
     }
 
     async fn subscribe(&self, subscription: &Subscription) -> Result<Box<dyn Consumer>> {

@@ -13,6 +13,7 @@ use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 use tokio::time::Instant;
 
 use super::binding::{self, Outgoing};
+use super::group_commit::GroupCommit;
 use super::{Acker, Broker, Consumer, Inbound, Subscription};
 use crate::envelope::Event;
 use crate::error::{Error, Result};
@@ -136,7 +137,8 @@ static RECLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(RECLAIM_LUA));
 /// the delay in milliseconds. The time is the server's, as in the reclaim.
 const RETRY_LUA: &str = r#"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Rounded up, where the reclaim rounds its time down: due never before the delay.
+local now = tonumber(t[1]) * 1000 + math.ceil(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 return 1
 "#;
@@ -605,6 +607,7 @@ impl Broker for RedisStreams {
             event_types: subscription.event_types.clone(),
             visibility_ms: u64::try_from(vt).unwrap_or(u64::MAX),
             wake: Mutex::new(None),
+            acks: GroupCommit::default(),
         });
         tracing::debug!(stream = %s.stream, group = %group.name, consumer = %group.consumer, "redis streams consumer opened");
         Ok(Box::new(RedisConsumer {
@@ -687,6 +690,8 @@ struct Group {
     /// When the earliest entry this consumer retried or released comes due: its next
     /// `fetch` from then reclaims at once.
     wake: Mutex<Option<Instant>>,
+    /// Acknowledgements made while another's `XACK` runs go together in the next one.
+    acks: GroupCommit<String>,
 }
 
 impl Group {
@@ -928,20 +933,25 @@ impl RedisAcker {
 
 #[async_trait]
 impl Acker for RedisAcker {
-    /// `XACK {stream} {group} {id}`.
+    /// `XACK {stream} {group} {id}`, with the ids of the group's other entries acknowledged
+    /// while the previous `XACK` ran; returns once that `XACK` is done.
     async fn ack(self: Box<Self>) -> Result<()> {
-        let s = &self.shared;
-        let mut conn = s.conn.clone();
-        let _: i64 = redis::cmd("XACK")
-            .arg(&s.stream)
-            .arg(&self.group.name)
-            .arg(&self.id)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| {
-                s.fail(format_args!("cannot acknowledge entry {} for group `{}`", self.id, self.group.name), e)
-            })?;
-        Ok(())
+        let (s, group) = (&*self.shared, &*self.group);
+        let xack = |ids: Vec<String>| async move {
+            let mut conn = s.conn.clone();
+            let _: i64 =
+                redis::cmd("XACK").arg(&s.stream).arg(&group.name).arg(&ids).query_async(&mut conn).await.map_err(
+                    |e| s.fail(format_args!("cannot acknowledge {} entries for group `{}`", ids.len(), group.name), e),
+                )?;
+            Ok(())
+        };
+        let interrupted = || {
+            Error::backend(
+                NAME,
+                format!("the acknowledgement of entry {} was interrupted; the entry may be delivered again", self.id),
+            )
+        };
+        group.acks.submit(self.id.clone(), xack, |why| Error::backend(NAME, why), interrupted).await
     }
 
     /// Leaves the entry pending for this group and puts it in the group's retry set, due
