@@ -212,6 +212,18 @@ fn counting(name: &str, runs: &Arc<AtomicUsize>) -> Handler {
     })
 }
 
+/// A handler that records the order number of every event it runs, and its record.
+fn recording(name: &str) -> (Handler, Arc<Mutex<Vec<u32>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = Arc::clone(&seen);
+    let h =
+        Handler::typed(HandlerOptions::asynchronous().name(name.to_owned()), async move |e: &Envelope<OrderPlaced>| {
+            s.lock().map_err(|_| HandlerError::new("poisoned"))?.push(e.data.order);
+            Ok(())
+        });
+    (h, seen)
+}
+
 type Running = (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<WorkerReport, Error>>);
 
 /// Builds a worker (its subscriptions exist when this returns) and runs it until the
@@ -436,15 +448,7 @@ async fn a_duplicate_publish_of_one_event(backend: Backend) -> Result<(), Error>
 
 async fn one_consumer_sees_events_in_publish_order(backend: Backend) -> Result<(), Error> {
     let opened = backend.open().await?;
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = Arc::clone(&seen);
-    let h = Handler::typed(
-        HandlerOptions::asynchronous().name(opened.name("order")),
-        async move |e: &Envelope<OrderPlaced>| {
-            s.lock().map_err(|_| HandlerError::new("poisoned"))?.push(e.data.order);
-            Ok(())
-        },
-    );
+    let (h, seen) = recording(&opened.name("order"));
     let worker = start_worker(&opened.broker, vec![h], |w| w.concurrency(1).prefetch(1)).await?;
     let bus = producer(&opened.broker).await?;
     for order in 0..20 {
@@ -458,15 +462,7 @@ async fn one_consumer_sees_events_in_publish_order(backend: Backend) -> Result<(
 
 async fn concurrent_emits_each_arrive_once(backend: Backend) -> Result<(), Error> {
     let opened = backend.open().await?;
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = Arc::clone(&seen);
-    let h = Handler::typed(
-        HandlerOptions::asynchronous().name(opened.name("concurrent")),
-        async move |e: &Envelope<OrderPlaced>| {
-            s.lock().map_err(|_| HandlerError::new("poisoned"))?.push(e.data.order);
-            Ok(())
-        },
-    );
+    let (h, seen) = recording(&opened.name("concurrent"));
     let worker = start_worker(&opened.broker, vec![h], |w| w.concurrency(8)).await?;
     let bus = producer(&opened.broker).await?;
     // 16 tasks emitting at once: a broker that batches concurrent publishes must still

@@ -77,6 +77,13 @@ impl Bump {
     }
 }
 
+/// Whether `a` and `b` are in one compatibility range: the same major version, or for 0.x
+/// the same minor (semver gives 0.x no compatibility across minors). Going from one range
+/// to another is a new major version, whose readers need a way to read the older one.
+pub fn same_major(a: &Version, b: &Version) -> bool {
+    a.major == b.major && (a.major > 0 || a.minor == b.minor)
+}
+
 impl fmt::Display for Bump {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -109,6 +116,14 @@ mod tests {
         assert_eq!(Bump::Major.apply(&v("1.2.3")), v("2.0.0"));
         assert_eq!(Bump::Minor.apply(&v("1.2.3")), v("1.3.0"));
         assert_eq!(Bump::Patch.apply(&v("1.2.3")), v("1.2.4"));
+    }
+
+    #[test]
+    fn one_compatibility_range_is_one_major_or_one_0x_minor() {
+        assert!(same_major(&v("1.0.0"), &v("1.4.2")));
+        assert!(!same_major(&v("1.9.0"), &v("2.0.0")));
+        assert!(same_major(&v("0.3.0"), &v("0.3.7")));
+        assert!(!same_major(&v("0.3.0"), &v("0.4.0")));
     }
 
     #[test]

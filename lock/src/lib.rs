@@ -20,7 +20,7 @@ mod shape;
 mod snapshot;
 mod version;
 
-pub use bump::{Bump, BumpTooSmall};
+pub use bump::{Bump, BumpTooSmall, same_major};
 pub use name::name_problem;
 pub use shape::{FieldShape, ShapeChange, diff, diff_renamed};
 pub use snapshot::{Error, Snapshot, file_name, previous_of, versions_of};

@@ -102,7 +102,7 @@ pub(crate) fn check(cont: &Container<'_>) -> syn::Result<Vec<PathBuf>> {
     }
     // A new major version must say how the released one is read: stored events outlive
     // the code that wrote them.
-    let new_major = previous.major != this.major || (this.major == 0 && previous.minor != this.minor);
+    let new_major = !lock::same_major(&previous, &this);
     let dropped = cont
         .attrs
         .drop_versions_before

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use better_auth_events_lock::same_major;
 use semver::Version;
 use serde_json::Value;
 
@@ -351,12 +352,6 @@ impl Event {
 fn compatible_step(links: &BTreeMap<Version, Link>, at: &Version, to: &Version) -> Option<Version> {
     use std::ops::Bound::{Excluded, Included};
     links.range((Excluded(at), Included(to))).map(|(v, _)| v).find(|v| same_major(at, v)).cloned()
-}
-
-/// Whether `a` and `b` are in one compatibility range: the same major version, or for 0.x
-/// the same minor.
-fn same_major(a: &Version, b: &Version) -> bool {
-    a.major == b.major && (a.major > 0 || a.minor == b.minor)
 }
 
 /// `payload` at `version` read as a `T`: upcast through the program's chain when the
